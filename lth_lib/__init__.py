@@ -1,0 +1,70 @@
+"""lth_lib: the experiments of Frankle & Carbin, The Lottery Ticket Hypothesis (ICLR 2019).
+
+A few calls run the paper's procedure::
+
+    import lth_lib as lth
+    exp = lth.paper_experiment("lenet300", iterations=1000, rounds=2)
+    records = lth.run_experiment(exp, lth.load_dataset("mnist"))
+"""
+
+from lth_lib.data import DATA_ENV, DataNotFoundError, Dataset, data_copy, load_dataset, validation_split
+from lth_lib.lottery import (
+    Experiment,
+    PruningHparams,
+    Record,
+    level_job,
+    paper_experiment,
+    prune_tickets,
+    run_experiment,
+)
+from lth_lib.models import ARCHITECTURES, Network, build_network, count_prunable, glorot_init
+from lth_lib.pruning import (
+    dense_mask,
+    layer_rates,
+    load_mask,
+    magnitude_prune,
+    mask_counts,
+    random_prune,
+    remaining_fraction,
+    save_mask,
+    sparsity_report,
+    surviving_counts,
+)
+from lth_lib.train import Member, TrainingHparams, TrainResult, early_stop, paper_training, train
+
+__all__ = [
+    "ARCHITECTURES",
+    "DATA_ENV",
+    "DataNotFoundError",
+    "Dataset",
+    "Experiment",
+    "Member",
+    "Network",
+    "PruningHparams",
+    "Record",
+    "TrainResult",
+    "TrainingHparams",
+    "build_network",
+    "count_prunable",
+    "data_copy",
+    "dense_mask",
+    "early_stop",
+    "glorot_init",
+    "layer_rates",
+    "level_job",
+    "load_dataset",
+    "load_mask",
+    "magnitude_prune",
+    "mask_counts",
+    "paper_experiment",
+    "paper_training",
+    "prune_tickets",
+    "random_prune",
+    "remaining_fraction",
+    "run_experiment",
+    "save_mask",
+    "sparsity_report",
+    "surviving_counts",
+    "train",
+    "validation_split",
+]

@@ -1,0 +1,141 @@
+"""MNIST and CIFAR-10 as tensors on the training device, and the validation split.
+
+Where the data comes from, in order: the `root` argument, the LTH_DATA environment
+variable, or torchvision's download into ~/.cache/lth/data. A local root may hold
+torchvision's layouts (`MNIST/raw/...`, `cifar-10-batches-py/...`) or, for CIFAR-10,
+an ImageFolder copy `CIFAR-10-images/{train,test}/<class>/*.jpg`.
+
+Pixels are scaled to [0, 1]; no other normalisation and no augmentation (PAPER.md
+names none).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from lth_lib.seeding import generator
+
+DATA_ENV = "LTH_DATA"
+DEFAULT_ROOT = Path.home() / ".cache" / "lth" / "data"
+VALIDATION_SIZE = 5000
+
+LAYOUTS = {
+    "mnist": "MNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte (torchvision's MNIST layout)",
+    "cifar10": (
+        "cifar-10-batches-py/ (torchvision's CIFAR10 layout) or "
+        "CIFAR-10-images/{train,test}/<class>/*.jpg (ImageFolder layout)"
+    ),
+}
+
+
+class DataNotFoundError(FileNotFoundError):
+    """The data set is not where the configuration says it is."""
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A data set held as tensors: all training examples and the test set."""
+
+    name: str  # "mnist" or "cifar10"
+    copy: str  # which copy of the data, e.g. "cifar10-jpeg-imagefolder"
+    train_x: torch.Tensor  # [N, *input_shape] float32 in [0, 1]
+    train_y: torch.Tensor  # [N] int64
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+
+    def to(self, device: str | torch.device) -> Dataset:
+        """The same data on `device`."""
+        move = {f: getattr(self, f).to(device) for f in ("train_x", "train_y", "test_x", "test_y")}
+        return Dataset(self.name, self.copy, **move)
+
+
+def data_root(root: str | Path | None = None) -> tuple[Path, bool]:
+    """The data folder and whether torchvision may download into it."""
+    if root is not None:
+        return Path(root), False
+    if os.environ.get(DATA_ENV):
+        return Path(os.environ[DATA_ENV]), False
+    return DEFAULT_ROOT, True
+
+
+def data_copy(name: str, root: str | Path | None = None) -> str:
+    """Which copy of data set `name` `load_dataset` would read; raises if there is none."""
+    base, download = data_root(root)
+    if name == "mnist":
+        if download or (base / "MNIST" / "raw" / "train-images-idx3-ubyte").exists():
+            return "mnist-torchvision"
+    elif name == "cifar10":
+        if download or (base / "cifar-10-batches-py").is_dir():
+            return "cifar10-torchvision"
+        if (base / "CIFAR-10-images" / "train").is_dir():
+            return "cifar10-jpeg-imagefolder"
+    else:
+        raise ValueError(f"unknown data set {name!r}; known data sets: cifar10, mnist")
+    raise DataNotFoundError(
+        f"{name} not found under {base}. Expected {LAYOUTS[name]} there. "
+        f"Point {DATA_ENV} (or the `root` argument) at the folder that holds it, "
+        f"or unset {DATA_ENV} to let torchvision download it into {DEFAULT_ROOT}."
+    )
+
+
+def load_dataset(name: str, root: str | Path | None = None, device: str | torch.device = "cpu") -> Dataset:
+    """Data set `name` ("mnist" or "cifar10") as float tensors on `device`."""
+    base, download = data_root(root)
+    return _load_cpu(name, str(base), download, data_copy(name, root)).to(device)
+
+
+@functools.lru_cache(maxsize=4)
+def _load_cpu(name: str, base: str, download: bool, copy: str) -> Dataset:
+    import torchvision
+
+    if copy == "cifar10-jpeg-imagefolder":
+        train_x, train_y = _read_image_folder(Path(base) / "CIFAR-10-images" / "train")
+        test_x, test_y = _read_image_folder(Path(base) / "CIFAR-10-images" / "test")
+    else:
+        cls = torchvision.datasets.MNIST if name == "mnist" else torchvision.datasets.CIFAR10
+        train, test = (cls(base, train=t, download=download) for t in (True, False))
+        (train_x, train_y), (test_x, test_y) = (
+            (torch.as_tensor(np.asarray(d.data)), torch.as_tensor(np.asarray(d.targets))) for d in (train, test)
+        )
+    if name == "mnist":
+        shape = lambda x: x.reshape(len(x), 784)  # noqa: E731
+    else:
+        shape = lambda x: x.permute(0, 3, 1, 2).contiguous()  # NHWC uint8 -> NCHW  # noqa: E731
+    return Dataset(
+        name,
+        copy,
+        shape(train_x).float().div_(255),
+        train_y.long(),
+        shape(test_x).float().div_(255),
+        test_y.long(),
+    )
+
+
+def _read_image_folder(folder: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    """All images of an ImageFolder tree as NHWC uint8, labels by sorted class folder."""
+    from PIL import Image
+
+    images, labels = [], []
+    for label, class_dir in enumerate(sorted(p for p in folder.iterdir() if p.is_dir())):
+        for path in sorted(class_dir.iterdir()):
+            with Image.open(path) as image:
+                images.append(np.asarray(image.convert("RGB")))
+            labels.append(label)
+    return torch.from_numpy(np.stack(images)), torch.tensor(labels)
+
+
+def validation_split(n_train: int, seed: int, size: int = VALIDATION_SIZE) -> tuple[torch.Tensor, torch.Tensor]:
+    """(training indices, validation indices): `size` examples held out at random by `seed`.
+
+    The validation indices come in random order, so a prefix is a random subset.
+    """
+    if not 0 < size < n_train:
+        raise ValueError(f"validation size must be in (0, {n_train}), got {size}")
+    order = torch.randperm(n_train, generator=generator(seed, "split"))
+    return order[size:].sort().values, order[:size]

@@ -1,0 +1,47 @@
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from lth_lib.data import DATA_ENV, DataNotFoundError, data_copy, load_dataset, validation_split
+
+
+def test_missing_data_names_the_variable_and_layout(tmp_path, monkeypatch):
+    monkeypatch.setenv(DATA_ENV, str(tmp_path))
+    with pytest.raises(DataNotFoundError, match=rf"mnist not found under {tmp_path}.*MNIST/raw.*{DATA_ENV}"):
+        load_dataset("mnist")
+    with pytest.raises(DataNotFoundError, match="CIFAR-10-images"):
+        data_copy("cifar10")
+    with pytest.raises(ValueError, match="unknown data set 'svhn'"):
+        data_copy("svhn")
+
+
+def test_mnist_as_tensors(mnist):
+    assert mnist.copy == "mnist-torchvision"
+    assert mnist.train_x.shape == (60_000, 784) and mnist.test_x.shape == (10_000, 784)
+    assert mnist.train_x.dtype == torch.float32 and 0 <= mnist.train_x.min() and mnist.train_x.max() == 1
+    assert torch.bincount(mnist.test_y).tolist() == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
+
+
+def test_validation_split_is_5000_held_out_by_seed():
+    train, val = validation_split(60_000, seed=0)
+    assert len(train) == 55_000 and len(val) == 5_000
+    assert len(set(train.tolist()) | set(val.tolist())) == 60_000
+    assert torch.equal(validation_split(60_000, seed=0)[1], val)
+    assert not torch.equal(validation_split(60_000, seed=1)[1], val)
+
+
+def test_cifar_image_folder_copy(tmp_path):
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 3), ("test", 2)):
+        for cls in ("bird", "airplane"):
+            folder = tmp_path / "CIFAR-10-images" / split / cls
+            folder.mkdir(parents=True)
+            for i in range(n):
+                Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(folder / f"{i:04d}.png")
+    data = load_dataset("cifar10", tmp_path)
+    assert data.copy == "cifar10-jpeg-imagefolder"
+    assert data.train_x.shape == (6, 3, 32, 32) and data.test_x.shape == (4, 3, 32, 32)
+    assert data.train_y.tolist() == [0, 0, 0, 1, 1, 1]  # airplane before bird, as sorted
+    pixel = np.asarray(Image.open(tmp_path / "CIFAR-10-images/train/bird/0001.png"))[5, 7]
+    assert torch.allclose(data.train_x[4, :, 5, 7], torch.tensor(pixel / 255, dtype=torch.float32))

@@ -1,0 +1,107 @@
+import dataclasses
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from lth_lib.lottery import Experiment, level_job, paper_experiment, prune_tickets, run_experiment
+from lth_lib.models import Network, glorot_init
+from lth_lib.pruning import dense_mask, mask_counts
+
+TINY = dict(iterations=20, eval_every=10, eval_examples=200, rounds=2)
+
+
+def test_rewinding_restores_theta0_on_survivors_bit_for_bit():
+    exp = paper_experiment("lenet300", **TINY)
+    theta0 = [glorot_init(Network("lenet300"), s) for s in exp.seeds]
+    trained = [{k: v + 1.0 for k, v in theta0[0].items()}]
+    [mask] = prune_tickets(exp, trained, [dense_mask("lenet300")])
+    [ticket] = level_job(exp, 1, [mask], theta0).members
+    net = Network("lenet300")
+    net.load_members([ticket.weights])
+    for layer, w in net.prunable().items():
+        start = theta0[0][f"layers.{layer}.weight"]
+        assert torch.equal((w[0] * ticket.mask[layer])[ticket.mask[layer]], start[ticket.mask[layer]])
+    assert ticket.mask is mask
+
+
+def test_controls_keep_or_copy_the_ticket_and_differ_where_they_should():
+    exp = paper_experiment("lenet300", controls=("reinit", "random_prune"), control_trials=2, **TINY)
+    theta0 = [glorot_init(Network("lenet300"), 0)]
+    [mask] = prune_tickets(exp, [glorot_init(Network("lenet300"), 9)], [dense_mask("lenet300")])
+    job = level_job(exp, 1, [mask], theta0)
+    assert [label[0] for label in job.labels] == ["ticket", "reinit", "reinit", "random_prune", "random_prune"]
+    ticket, reinit, reinit2, rand, _ = job.members
+    for layer, m in mask.items():
+        key = f"layers.{layer}.weight"
+        assert torch.equal(reinit.mask[layer], m)  # same mask ...
+        assert (reinit.weights[key][m] != ticket.weights[key][m]).float().mean() > 0.99  # ... fresh values
+        assert not torch.equal(reinit.weights[key], reinit2.weights[key])
+        assert not torch.equal(rand.mask[layer], m)
+        assert torch.equal(rand.weights[key], ticket.weights[key])
+    assert mask_counts(rand.mask) == mask_counts(mask)
+    assert len(level_job(exp, 0, [dense_mask("lenet300")], theta0).members) == 1  # no controls when dense
+
+
+@pytest.mark.parametrize("strategy", ["iterative", "oneshot"])
+def test_same_seed_same_masks_and_metrics(synthetic, strategy):
+    exp = paper_experiment("lenet300", strategy=strategy, controls=("reinit",), trials=2, **TINY)
+    first, second = run_experiment(exp, synthetic), run_experiment(exp, synthetic)
+    assert first == second
+    levels = [(r.kind, r.trial, r.level) for r in first]
+    assert levels[:2] == [("ticket", 0, 0), ("ticket", 1, 0)]
+    assert [r.percent_remaining for r in first if r.kind == "ticket" and r.trial == 0] == pytest.approx(
+        [100.0, 80.04, 64.06], abs=0.01
+    )
+
+
+def test_iterative_and_one_shot_share_the_per_layer_counts(synthetic):
+    runs = {s: run_experiment(paper_experiment("lenet300", strategy=s, **TINY), synthetic) for s in ("iterative", "oneshot")}
+    counts = {s: [r.layer_remaining for r in recs] for s, recs in runs.items()}
+    assert counts["iterative"] == counts["oneshot"]
+    assert runs["iterative"][0] == runs["oneshot"][0]  # the same dense network
+
+
+@pytest.mark.parametrize(
+    "overrides,message",
+    [
+        (dict(fc_rate=1.0), r"fc_rate must be in \(0, 1\)"),
+        (dict(conv_rate=0.0), r"conv_rate must be in \(0, 1\)"),
+        (dict(iterations=0), "iterations must be positive"),
+        (dict(iteration=100), "unknown experiment parameter 'iteration'"),
+        (dict(controls=("shuffle",)), "unknown control 'shuffle'"),
+        (dict(strategy="greedy"), "unknown strategy 'greedy'"),
+        (dict(rounds=0), "rounds must be at least 1"),
+        (dict(rewind_iteration=500, iterations=500), "rewind_iteration"),
+    ],
+)
+def test_bad_experiments_fail_before_any_work(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        paper_experiment("conv2", **overrides)
+
+
+def test_unknown_network():
+    with pytest.raises(ValueError, match="unknown network 'vgg19'"):
+        paper_experiment("vgg19")
+
+
+def test_identity_is_stable_across_processes_and_changes_with_every_field():
+    exp = paper_experiment("conv2", rounds=3, trials=2, controls=("reinit",))
+    code = (
+        "from lth_lib.lottery import paper_experiment;"
+        "print(paper_experiment('conv2', rounds=3, trials=2, controls=('reinit',)).identity())"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == exp.identity()
+    changed = [
+        dataclasses.replace(exp, training=dataclasses.replace(exp.training, lr=1e-3)),
+        dataclasses.replace(exp, pruning=dataclasses.replace(exp.pruning, rewind_iteration=100)),
+        dataclasses.replace(exp, seed=1),
+        dataclasses.replace(exp, controls=("reinit", "random_prune")),
+        dataclasses.replace(exp, data_copy="cifar10-jpeg-imagefolder"),
+        paper_experiment("conv4", rounds=3, trials=2, controls=("reinit",)),
+    ]
+    identities = {c.identity() for c in changed} | {exp.identity()}
+    assert len(identities) == len(changed) + 1
+    assert isinstance(exp, Experiment)

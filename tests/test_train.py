@@ -1,0 +1,100 @@
+import pytest
+import torch
+
+from lth_lib.models import Network, glorot_init
+from lth_lib.pruning import dense_mask, layer_rates, magnitude_prune, random_prune
+from lth_lib.train import Member, TrainingHparams, early_stop, paper_training, train
+
+FAST = TrainingHparams(iterations=30, lr=1.2e-3, eval_every=10, eval_examples=300)
+
+
+def member(seed: int, mask=None) -> Member:
+    return Member(glorot_init(Network("lenet300"), seed), mask or dense_mask("lenet300"), seed)
+
+
+def half_pruned(seed: int = 0):
+    w = {k: v[0] for k, v in Network("lenet300").prunable().items()}
+    w = {k: torch.randn(v.shape, generator=torch.Generator().manual_seed(seed)) for k, v in w.items()}
+    return magnitude_prune(w, dense_mask("lenet300"), layer_rates("lenet300", fc=0.5, output=0.5))
+
+
+def test_early_stop_picks_the_first_minimum_of_validation_loss():
+    curve = {
+        "iteration": [0, 100, 200, 300, 400, 500],
+        "val_loss": [2.3, 0.9, 0.4, 0.5, 0.4, 0.6],
+        "val_acc": [0.1, 0.7, 0.9, 0.88, 0.91, 0.87],
+        "test_acc": [0.1, 0.71, 0.89, 0.90, 0.92, 0.86],
+    }
+    assert early_stop(curve) == {
+        "early_stop_iteration": 200,
+        "early_stop_val_loss": 0.4,
+        "early_stop_val_acc": 0.9,
+        "early_stop_test_acc": 0.89,  # not the best test accuracy (0.92): no test-set leak
+    }
+    with pytest.raises(ValueError, match="empty"):
+        early_stop({k: [] for k in curve})
+
+
+def test_pruned_weights_stay_exactly_zero_and_negative_survivors_train(synthetic):
+    mask = half_pruned()
+    start = member(0, mask)
+    [result] = train("lenet300", [start], synthetic, FAST)
+    for layer, m in mask.items():
+        w = result.final_weights[f"layers.{layer}.weight"]
+        assert torch.count_nonzero(w[~m]) == 0
+        w0 = start.weights[f"layers.{layer}.weight"]
+        moved = {sign: (w[m & (sign * w0 > 0)] != w0[m & (sign * w0 > 0)]).float().mean() for sign in (-1, 1)}
+        assert moved[-1] > 0.5 and moved[1] > 0.5  # negative survivors train as positive ones do
+
+
+def test_curve_and_bookkeeping(synthetic):
+    [r] = train("lenet300", [member(0)], synthetic, FAST)
+    assert r.curve["iteration"] == [0, 10, 20, 30]
+    assert set(r.curve) == {"iteration", "val_loss", "val_acc", "test_loss", "test_acc"}
+    assert r.early_stop_iteration in r.curve["iteration"]
+    assert r.final_test_acc == r.curve["test_acc"][-1]
+    assert r.curve["val_loss"][-1] < r.curve["val_loss"][0]
+
+
+def test_snapshot_is_the_weights_after_k_iterations(synthetic):
+    [long] = train("lenet300", [member(0)], synthetic, FAST, snapshot_iteration=20)
+    [short] = train("lenet300", [member(0)], synthetic, TrainingHparams(20, 1.2e-3, eval_every=10, eval_examples=300))
+    assert all(torch.equal(long.snapshot[k], short.final_weights[k]) for k in short.final_weights)
+
+
+def test_same_seed_same_numbers(synthetic):
+    a, b = (train("lenet300", [member(7, half_pruned())], synthetic, FAST)[0] for _ in range(2))
+    assert a.curve == b.curve
+    assert all(torch.equal(a.final_weights[k], b.final_weights[k]) for k in a.final_weights)
+
+
+def test_ensemble_equals_members_trained_one_by_one(synthetic):
+    members = [member(0), member(1, half_pruned(1)), member(2, random_prune(half_pruned(2), torch.Generator()))]
+    together = train("lenet300", members, synthetic, FAST)
+    for m, joint in zip(members, together):
+        [alone] = train("lenet300", [m], synthetic, FAST)
+        for key in alone.final_weights:
+            torch.testing.assert_close(joint.final_weights[key], alone.final_weights[key], rtol=1e-4, atol=1e-5)
+        for key in ("val_loss", "test_loss"):
+            torch.testing.assert_close(joint.curve[key], alone.curve[key], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "field,value", [("iterations", 0), ("batch_size", -1), ("eval_every", 0), ("lr", 0.0), ("eval_examples", 0)]
+)
+def test_bad_training_hparams_are_rejected(field, value):
+    with pytest.raises(ValueError, match=field):
+        paper_training("lenet300", **{field: value})
+
+
+def test_paper_training_protocol():
+    assert paper_training("lenet300") == TrainingHparams(50_000, 1.2e-3, 60, 100)
+    assert paper_training("conv2").lr == 2e-4 and paper_training("conv6").iterations == 30_000
+    with pytest.raises(ValueError, match="unknown network"):
+        paper_training("resnet20")
+
+
+@pytest.mark.slow
+def test_lenet_reaches_95_percent_in_1000_iterations(mnist):
+    [r] = train("lenet300", [member(0)], mnist, paper_training("lenet300", iterations=1000, eval_every=500))
+    assert r.final_test_acc > 0.95
