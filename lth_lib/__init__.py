@@ -4,7 +4,8 @@ A few calls run the paper's procedure::
 
     import lth_lib as lth
     exp = lth.paper_experiment("lenet300", iterations=1000, rounds=2)
-    records = lth.run_experiment(exp, lth.load_dataset("mnist"))
+    results = lth.run(exp)          # trains, or reuses what the results store holds
+    results.table()                 # one row per trained network and level
 """
 
 from lth_lib.data import DATA_ENV, DataNotFoundError, Dataset, data_copy, load_dataset, validation_split
@@ -15,7 +16,6 @@ from lth_lib.lottery import (
     level_job,
     paper_experiment,
     prune_tickets,
-    run_experiment,
 )
 from lth_lib.models import ARCHITECTURES, Network, build_network, count_prunable, glorot_init
 from lth_lib.pruning import (
@@ -30,6 +30,8 @@ from lth_lib.pruning import (
     sparsity_report,
     surviving_counts,
 )
+from lth_lib.runner import Results, plan, run
+from lth_lib.store import RESULTS_ENV, experiment_dir, results_root
 from lth_lib.train import Member, TrainingHparams, TrainResult, early_stop, paper_training, train
 
 __all__ = [
@@ -61,7 +63,12 @@ __all__ = [
     "prune_tickets",
     "random_prune",
     "remaining_fraction",
-    "run_experiment",
+    "run",
+    "Results",
+    "plan",
+    "RESULTS_ENV",
+    "experiment_dir",
+    "results_root",
     "save_mask",
     "sparsity_report",
     "surviving_counts",

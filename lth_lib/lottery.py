@@ -224,40 +224,11 @@ def run_job(
 def prune_tickets(exp: Experiment, weights: list[dict], masks: list[Mask], rounds: int = 1) -> list[Mask]:
     """Each trial's next mask: `rounds` rounds of magnitude pruning of its trained weights."""
     return [
-        magnitude_prune(_weights(w), m, exp.rates, rounds, exp.pruning.scope) for w, m in zip(weights, masks)
+        magnitude_prune(weights_of(w), m, exp.rates, rounds, exp.pruning.scope) for w, m in zip(weights, masks)
     ]
 
 
-def run_experiment(
-    exp: Experiment, data: Dataset, max_members: int = 16, progress: Progress | None = None
-) -> list[Record]:
-    """Run `exp` start to end in memory (no store): every level's records, in order.
-
-    Iterative: level r trains the tickets of round r with their controls, then prunes
-    each trained ticket by one round. One-shot: level 0 trains the dense networks, then
-    all levels 1..rounds, each pruned once from the dense weights, train as one job.
-    """
-    theta0 = [glorot_init(Network(exp.network), seed) for seed in exp.seeds]
-    masks = [dense_mask(exp.network) for _ in exp.seeds]
-    k = exp.pruning.rewind_iteration
-    records, results = run_job(exp, level_job(exp, 0, masks, theta0), data, 0, k or None, max_members, progress)
-    start = [r.snapshot for r in results] if k else theta0
-    dense = [r.final_weights for r in results[: exp.trials]]
-    if exp.pruning.strategy == "oneshot":
-        job = Job()
-        for level in range(1, exp.pruning.rounds + 1):
-            level_job(exp, level, prune_tickets(exp, dense, masks, level), start, job)
-        return records + run_job(exp, job, data, k, None, max_members, progress)[0]
-    trained = dense
-    for level in range(1, exp.pruning.rounds + 1):
-        masks = prune_tickets(exp, trained, masks)
-        level_records, results = run_job(exp, level_job(exp, level, masks, start), data, k, None, max_members, progress)
-        records += level_records
-        trained = [r.final_weights for r in results[: exp.trials]]
-    return records
-
-
-def _weights(state: dict) -> dict:
+def weights_of(state: dict) -> dict:
     """The prunable weights of a member state, keyed by layer name."""
     return {name.split(".")[1]: value for name, value in state.items() if name.endswith("weight")}
 

@@ -5,7 +5,8 @@ import sys
 import pytest
 import torch
 
-from lth_lib.lottery import Experiment, level_job, paper_experiment, prune_tickets, run_experiment
+from lth_lib.lottery import Experiment, level_job, paper_experiment, prune_tickets
+from lth_lib.runner import run
 from lth_lib.models import Network, glorot_init
 from lth_lib.pruning import dense_mask, mask_counts
 
@@ -47,7 +48,7 @@ def test_controls_keep_or_copy_the_ticket_and_differ_where_they_should():
 @pytest.mark.parametrize("strategy", ["iterative", "oneshot"])
 def test_same_seed_same_masks_and_metrics(synthetic, strategy):
     exp = paper_experiment("lenet300", strategy=strategy, controls=("reinit",), trials=2, **TINY)
-    first, second = run_experiment(exp, synthetic), run_experiment(exp, synthetic)
+    first, second = (run(exp, synthetic, store=False, progress=False).records for _ in range(2))
     assert first == second
     levels = [(r.kind, r.trial, r.level) for r in first]
     assert levels[:2] == [("ticket", 0, 0), ("ticket", 1, 0)]
@@ -57,7 +58,10 @@ def test_same_seed_same_masks_and_metrics(synthetic, strategy):
 
 
 def test_iterative_and_one_shot_share_the_per_layer_counts(synthetic):
-    runs = {s: run_experiment(paper_experiment("lenet300", strategy=s, **TINY), synthetic) for s in ("iterative", "oneshot")}
+    runs = {
+        s: run(paper_experiment("lenet300", strategy=s, **TINY), synthetic, store=False, progress=False).records
+        for s in ("iterative", "oneshot")
+    }
     counts = {s: [r.layer_remaining for r in recs] for s, recs in runs.items()}
     assert counts["iterative"] == counts["oneshot"]
     assert runs["iterative"][0] == runs["oneshot"][0]  # the same dense network

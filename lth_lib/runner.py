@@ -1,0 +1,210 @@
+"""Running an experiment: validate, reuse what the store holds, train the rest, resume.
+
+    results = run(paper_experiment("lenet300", iterations=1000, rounds=2))
+    results.table()     # one row per member and level
+    results.curves()    # tidy test/validation curves
+
+Levels are grouped into jobs, each trained as one ensemble (`lth_lib.lottery.run_job`):
+iterative pruning trains one level per job (each depends on the last); a one-shot sweep
+packs as many levels per job as `max_members` allows.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from lth_lib.data import Dataset, data_copy, load_dataset
+from lth_lib.lottery import Experiment, Job, Record, level_job, prune_tickets, run_job
+from lth_lib.models import Network, architecture, glorot_init
+from lth_lib.pruning import Mask, dense_mask
+from lth_lib.store import (
+    Level,
+    check_writable,
+    curves_table,
+    experiment_dir,
+    load_level,
+    records_table,
+    save_level,
+    write_description,
+    write_tables,
+)
+
+DEFAULT_MAX_MEMBERS = 16
+
+
+@dataclass
+class Results:
+    """A finished experiment: its records, and where they are stored (None: not stored)."""
+
+    experiment: Experiment
+    records: list[Record]
+    directory: Path | None
+    dense_weights: list[dict]  # each trial's trained dense network (level 0)
+
+    def table(self) -> pd.DataFrame:
+        """One row per trained member and level."""
+        return records_table(self.records)
+
+    def curves(self) -> pd.DataFrame:
+        """Tidy curves: one row per member, level and evaluation point."""
+        return curves_table(self.records)
+
+
+def plan(exp: Experiment, max_members: int = DEFAULT_MAX_MEMBERS) -> list[list[int]]:
+    """The levels trained together in each job, in order."""
+    levels = list(range(1, exp.pruning.rounds + 1))
+    if exp.pruning.strategy == "iterative":
+        return [[0]] + [[level] for level in levels]
+    per_level = exp.trials * (1 + len(exp.controls) * exp.control_trials)
+    group = max(1, max_members // per_level)
+    return [[0]] + [levels[i : i + group] for i in range(0, len(levels), group)]
+
+
+def run(
+    exp: Experiment,
+    data: Dataset | None = None,
+    data_root: str | Path | None = None,
+    results_root: str | Path | None = None,
+    store: bool = True,
+    device: str | torch.device | None = None,
+    max_members: int = DEFAULT_MAX_MEMBERS,
+    progress: bool = True,
+) -> Results:
+    """Run `exp`, reusing every finished level in the store and continuing from the first
+    unfinished one. `data` (a Dataset) overrides loading from `data_root`/LTH_DATA."""
+    dataset = architecture(exp.network).dataset
+    copy = data.copy if data is not None else data_copy(dataset, data_root)  # fails early if missing
+    if exp.data_copy and exp.data_copy != copy:
+        raise ValueError(f"experiment asks for data copy {exp.data_copy!r} but the data found is {copy!r}")
+    exp = dataclasses.replace(exp, data_copy=copy)
+    if max_members < 1:
+        raise ValueError(f"max_members must be at least 1, got {max_members}")
+    directory = experiment_dir(exp, results_root) if store else None
+    if directory is not None:
+        check_writable(directory)
+        write_description(directory, exp, max_members)
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    loaded: list[Dataset] = []
+
+    def get_data() -> Dataset:
+        if not loaded:
+            loaded.append(data.to(device) if data is not None else load_dataset(dataset, data_root, device))
+        return loaded[0]
+
+    theta0 = [glorot_init(Network(exp.network), seed) for seed in exp.seeds]
+    masks = [dense_mask(exp.network) for _ in exp.seeds]
+    start, dense, records = theta0, None, []
+    stale = directory is None
+    for levels in plan(exp, max_members):
+        stored = [] if stale else [load_level(directory, level) for level in levels]
+        if not stored or None in stored:
+            stale = True  # every later job depends on this one: redo them all
+            stored = _train_job(exp, levels, masks, start, dense, get_data, max_members, progress)
+            if directory is not None:
+                for level, result in zip(levels, stored):
+                    save_level(directory, level, result.records, result.tensors)
+        for result in stored:
+            records += result.records
+            if "dense" in result.tensors:
+                dense = [_to_state(w) for w in result.tensors["dense"]]
+                start = [_to_state(w) for w in result.tensors["rewind"]] if "rewind" in result.tensors else theta0
+            if "next_masks" in result.tensors:
+                masks = [unpack_mask(m) for m in result.tensors["next_masks"]]
+    if directory is not None:
+        write_tables(directory, records)
+    return Results(exp, records, directory, dense)
+
+
+def _train_job(
+    exp: Experiment,
+    levels: list[int],
+    masks: list[Mask],
+    start: list[dict],
+    dense: list[dict] | None,
+    get_data: Callable[[], Dataset],
+    max_members: int,
+    progress: bool,
+) -> list[Level]:
+    """Train one job's levels together; one stored Level per level."""
+    job = Job()
+    for level in levels:
+        level_masks = masks if level == 0 or exp.pruning.strategy == "iterative" else (
+            prune_tickets(exp, dense, [dense_mask(exp.network)] * exp.trials, rounds=level)
+        )
+        level_job(exp, level, level_masks, start, job)
+    k = exp.pruning.rewind_iteration
+    first = 0 if levels == [0] else k
+    bar = _progress_bar(exp, levels, len(job.members), max_members, first) if progress else None
+    records, results = run_job(
+        exp, job, get_data(), first, k if levels == [0] and k else None, max_members, bar
+    )
+    if bar is not None:
+        bar.close()
+    out = []
+    for level in levels:
+        level_records = [r for r in records if r.level == level]
+        tickets = [res for (kind, _, lv, _), res in zip(job.labels, results) if kind == "ticket" and lv == level]
+        tensors: dict = {}
+        if level == 0:
+            tensors["dense"] = [r.final_weights for r in tickets]
+            if k:
+                tensors["rewind"] = [r.snapshot for r in tickets]
+        if level == 0 or exp.pruning.strategy == "iterative":
+            next_masks = prune_tickets(exp, [r.final_weights for r in tickets], masks)
+            tensors["next_masks"] = [pack_mask(m) for m in next_masks]
+        out.append(Level(level_records, tensors))
+    return out
+
+
+def _to_state(state: dict) -> dict:
+    return {name: value.cpu() for name, value in state.items()}
+
+
+def pack_mask(mask: Mask) -> dict:
+    """A mask as bit-packed uint8 tensors (8x smaller on disk), with each layer's shape."""
+    return {
+        layer: (torch.from_numpy(np.packbits(m.cpu().numpy().ravel())), tuple(m.shape)) for layer, m in mask.items()
+    }
+
+
+def unpack_mask(packed: dict) -> Mask:
+    """The mask `pack_mask` packed."""
+    out = {}
+    for layer, (bits, shape) in packed.items():
+        n = int(np.prod(shape))
+        out[layer] = torch.from_numpy(np.unpackbits(bits.numpy(), count=n).astype(bool)).view(shape)
+    return out
+
+
+class _Bar:
+    """A tqdm bar over a job's iterations, updated only at evaluation points."""
+
+    def __init__(self, total: int, description: str, first: int):
+        from tqdm.auto import tqdm
+
+        self.tqdm = tqdm(total=total, desc=description, unit="it", leave=False)
+        self.first = first
+        self.last = first
+
+    def __call__(self, iteration: int, metrics: dict) -> None:
+        if iteration < self.last:  # the next chunk of members started
+            self.last = self.first
+        self.tqdm.update(iteration - self.last)
+        self.last = iteration
+        self.tqdm.set_postfix(test_acc=f"{sum(metrics['test_acc']) / len(metrics['test_acc']):.4f}")
+
+    def close(self) -> None:
+        self.tqdm.close()
+
+
+def _progress_bar(exp: Experiment, levels: list[int], members: int, max_members: int, first: int) -> _Bar:
+    chunks = -(-members // max_members)
+    name = f"level {levels[0]}" if len(levels) == 1 else f"levels {levels[0]}-{levels[-1]}"
+    return _Bar(chunks * (exp.training.iterations - first), f"{exp.network} {name} ({members} nets)", first)

@@ -1,0 +1,142 @@
+"""The results store: every finished level of an experiment on disk, found again by hash.
+
+    <results root>/<network>-<strategy>-<identity>/
+        experiment.json          the Experiment's fields, its identity, how it was run
+        level_000.pt             tensors a later level needs (masks, rewind/dense weights)
+        level_000.json           that level's records and curves, and the .pt's sha256
+        records.csv, curves.csv  tidy tables of every level, written when the run ends
+
+Each file is written to a temporary name and renamed, and a level counts as finished only
+when its JSON parses and the sha256 it names matches its tensor file. A run killed at any
+moment is rerun from the first unfinished job; the jobs (which levels train together) are
+fixed by the experiment and `max_members`, so a resumed run computes exactly what an
+uninterrupted one does.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from lth_lib.lottery import Experiment, Record
+
+RESULTS_ENV = "LTH_RESULTS"
+STORE_VERSION = 1
+
+
+def results_root(root: str | Path | None = None) -> Path:
+    """The `root` argument, else LTH_RESULTS, else `results/` in the project (git-ignored)."""
+    if root is not None:
+        return Path(root)
+    if os.environ.get(RESULTS_ENV):
+        return Path(os.environ[RESULTS_ENV])
+    project = Path(__file__).resolve().parents[1]
+    if (project / "pyproject.toml").exists():
+        return project / "results"
+    return Path.home() / ".cache" / "lth" / "results"
+
+
+def check_writable(root: Path) -> None:
+    """Raise a clear error unless `root` can be created and written to."""
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=root):
+            pass
+    except OSError as error:
+        raise PermissionError(
+            f"results root {root} is not writable ({error.strerror}); "
+            f"pass results_root= or set {RESULTS_ENV} to a writable folder"
+        ) from None
+
+
+def experiment_dir(exp: Experiment, root: str | Path | None = None) -> Path:
+    """The directory that holds (or will hold) `exp`'s results."""
+    return results_root(root) / f"{exp.network}-{exp.pruning.strategy}-{exp.identity()}"
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write `data` to `path` so that a reader sees the old file or the whole new one."""
+    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", delete=False) as tmp:
+        tmp.write(data)
+        tmp.flush()
+        os.fsync(tmp.fileno())
+    os.replace(tmp.name, path)
+
+
+@dataclass
+class Level:
+    """One finished level as stored: its records and the tensors later levels need."""
+
+    records: list[Record]
+    tensors: dict
+
+
+def save_level(directory: Path, level: int, records: list[Record], tensors: dict) -> None:
+    """Store a finished level: tensors first, then the JSON that vouches for them."""
+    buffer = io.BytesIO()
+    torch.save(tensors, buffer)
+    blob = buffer.getvalue()
+    atomic_write(directory / f"level_{level:03d}.pt", blob)
+    payload = {
+        "store_version": STORE_VERSION,
+        "level": level,
+        "tensors_sha256": hashlib.sha256(blob).hexdigest(),
+        "records": [dataclasses.asdict(r) for r in records],
+    }
+    atomic_write(directory / f"level_{level:03d}.json", json.dumps(payload).encode())
+
+
+def load_level(directory: Path, level: int) -> Level | None:
+    """A stored level, or None if it is missing, truncated or corrupted."""
+    try:
+        payload = json.loads((directory / f"level_{level:03d}.json").read_text())
+        blob = (directory / f"level_{level:03d}.pt").read_bytes()
+        if payload["store_version"] != STORE_VERSION or payload["level"] != level:
+            return None
+        if hashlib.sha256(blob).hexdigest() != payload["tensors_sha256"]:
+            return None
+        records = [Record(**r) for r in payload["records"]]
+        return Level(records, torch.load(io.BytesIO(blob), weights_only=True))
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError):
+        return None
+
+
+def write_description(directory: Path, exp: Experiment, max_members: int) -> None:
+    """experiment.json: what this directory holds, readable by a person."""
+    description = {"identity": exp.identity(), "experiment": exp.to_dict(), "max_members": max_members}
+    atomic_write(directory / "experiment.json", json.dumps(description, indent=2).encode())
+
+
+def records_table(records: list[Record]) -> pd.DataFrame:
+    """One row per trained member and level (curves and per-layer counts left out)."""
+    rows = [{k: v for k, v in dataclasses.asdict(r).items() if k not in ("curve", "layer_remaining")} for r in records]
+    return pd.DataFrame(rows)
+
+
+def curves_table(records: list[Record]) -> pd.DataFrame:
+    """Tidy curves: one row per member, level and evaluation point."""
+    frames = []
+    for r in records:
+        frame = pd.DataFrame(r.curve)
+        frame.insert(0, "control_index", r.control_index)
+        frame.insert(0, "percent_remaining", r.percent_remaining)
+        frame.insert(0, "level", r.level)
+        frame.insert(0, "trial", r.trial)
+        frame.insert(0, "kind", r.kind)
+        frames.append(frame)
+    return pd.concat(frames, ignore_index=True)
+
+
+def write_tables(directory: Path, records: list[Record]) -> None:
+    """records.csv and curves.csv, each loadable with one pandas.read_csv call."""
+    atomic_write(directory / "records.csv", records_table(records).to_csv(index=False).encode())
+    atomic_write(directory / "curves.csv", curves_table(records).to_csv(index=False).encode())
