@@ -27,10 +27,15 @@ def mnist() -> Dataset:
     return load_dataset("mnist", root)
 
 
-@pytest.fixture(scope="session")
-def synthetic() -> Dataset:
+def synthetic_dataset() -> Dataset:
     """MNIST-shaped random data whose label is a linear function of the input."""
     g = torch.Generator().manual_seed(0)
     x = torch.rand(6200, 784, generator=g)
     labels = (x @ torch.randn(784, 10, generator=g)).argmax(1)
     return Dataset("mnist", "synthetic", x[:6000], labels[:6000], x[6000:], labels[6000:])
+
+
+@pytest.fixture(scope="session")
+def synthetic() -> Dataset:
+    """`synthetic_dataset()`, built once per session."""
+    return synthetic_dataset()
