@@ -8,7 +8,7 @@ A few calls run the paper's procedure::
     results.table()                 # one row per trained network and level
 """
 
-from lth_lib.data import DATA_ENV, DataNotFoundError, Dataset, data_copy, load_dataset, validation_split
+from lth_lib.data import DATA_ENV, DataNotFoundError, Dataset, data_copy, describe, load_dataset, validation_split
 from lth_lib.lottery import (
     Experiment,
     PruningHparams,
@@ -16,8 +16,18 @@ from lth_lib.lottery import (
     level_job,
     paper_experiment,
     prune_tickets,
+    pruning_schedule,
 )
 from lth_lib.models import ARCHITECTURES, Network, build_network, count_prunable, glorot_init
+from lth_lib.plots import (
+    paper_figure,
+    plot_early_stop_accuracy,
+    plot_early_stop_iteration,
+    plot_training_curves,
+    save_figure,
+    scale_caption,
+    stamp,
+)
 from lth_lib.pruning import (
     dense_mask,
     layer_rates,
@@ -31,8 +41,10 @@ from lth_lib.pruning import (
     surviving_counts,
 )
 from lth_lib.runner import Results, plan, run
+from lth_lib.scales import SCALES, NotebookParameters, default_scale, notebook_parameters, scaled_experiment
 from lth_lib.store import RESULTS_ENV, experiment_dir, results_root
 from lth_lib.train import Member, TrainingHparams, TrainResult, early_stop, paper_training, train
+from lth_lib.travel import travel_summary, weight_travel
 
 __all__ = [
     "ARCHITECTURES",
@@ -59,6 +71,10 @@ __all__ = [
     "magnitude_prune",
     "mask_counts",
     "paper_experiment",
+    "paper_figure",
+    "plot_early_stop_accuracy",
+    "plot_early_stop_iteration",
+    "plot_training_curves",
     "paper_training",
     "prune_tickets",
     "random_prune",
@@ -69,9 +85,21 @@ __all__ = [
     "RESULTS_ENV",
     "experiment_dir",
     "results_root",
+    "save_figure",
     "save_mask",
+    "scale_caption",
     "sparsity_report",
+    "stamp",
     "surviving_counts",
     "train",
     "validation_split",
+    "SCALES",
+    "NotebookParameters",
+    "default_scale",
+    "notebook_parameters",
+    "scaled_experiment",
+    "travel_summary",
+    "weight_travel",
+    "describe",
+    "pruning_schedule",
 ]

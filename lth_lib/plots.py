@@ -1,0 +1,246 @@
+"""Figures in the style of the paper's: accuracy and early-stop iteration against the
+fraction of weights remaining, and test accuracy over training.
+
+    fig = paper_figure(results, scale="cpu")
+    save_figure(fig, "figures/lenet300-iterative")   # .png and .svg
+
+Every plot takes an `ax` (a new figure when None) and returns it, so plots can be
+overlaid: call `plot_early_stop_accuracy` twice on one axes with different `label`s to
+compare one-shot with iterative pruning. Lines are the mean over trials (and over a
+control's networks); error bars and bands span the minimum and maximum, as in the paper.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from matplotlib.layout_engine import ConstrainedLayoutEngine, TightLayoutEngine
+from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
+
+from lth_lib.lottery import Experiment
+from lth_lib.runner import Results
+
+KIND_NAMES = {"ticket": "winning ticket", "reinit": "random reinit", "random_prune": "random pruning"}
+METRIC_LABELS = {
+    "early_stop_test_acc": "Test accuracy at early stop",
+    "early_stop_val_acc": "Validation accuracy at early stop",
+    "early_stop_val_loss": "Validation loss at early stop",
+    "final_test_acc": "Test accuracy at end of training",
+    "early_stop_iteration": "Early-stop iteration (validation)",
+    "test_acc": "Test accuracy",
+    "val_acc": "Validation accuracy",
+    "test_loss": "Test loss",
+    "val_loss": "Validation loss",
+}
+STRATEGY_NAMES = {"iterative": "iterative", "oneshot": "one-shot"}
+PERCENT_LABEL = "Percent of weights remaining"
+STAMP_GID = "lth-stamp"
+STAMP_FONTSIZE = 7.0
+
+
+def scale_caption(exp: Experiment, scale: str | None = None) -> str:
+    """One line naming what a figure shows, e.g. "lenet300 · iterative · 1,000 iterations ·
+    3 rounds · 2 trials (+1 reinit, +1 random_prune per ticket) · data mnist-torchvision ·
+    scale cpu". `scale` (a free-form name for the run's size) is left out when None."""
+    trials = f"{exp.trials:,} trial{'s' if exp.trials != 1 else ''}"
+    if exp.controls:
+        trials += " (" + ", ".join(f"+{exp.control_trials} {c}" for c in exp.controls) + " per ticket)"
+    parts = [
+        exp.network,
+        STRATEGY_NAMES.get(exp.pruning.strategy, exp.pruning.strategy),
+        f"{exp.training.iterations:,} iterations",
+        f"{exp.pruning.rounds:,} round{'s' if exp.pruning.rounds != 1 else ''}",
+        trials,
+    ]
+    if exp.pruning.rewind_iteration:
+        parts.append(f"rewind to {exp.pruning.rewind_iteration:,}")
+    if exp.data_copy:
+        parts.append(f"data {exp.data_copy}")
+    if scale:
+        parts.append(f"scale {scale}")
+    return " · ".join(parts)
+
+
+def stamp(fig: Figure, exp: Experiment, scale: str | None = None) -> None:
+    """Write `scale_caption(exp, scale)` as small grey text along the bottom of `fig`, and
+    lay the figure out to leave room for it. Stamping again replaces the caption."""
+    for text in [t for t in fig.texts if t.get_gid() == STAMP_GID]:
+        text.remove()
+    fig.text(
+        0.5, 0.005, scale_caption(exp, scale), ha="center", va="bottom",
+        fontsize=STAMP_FONTSIZE, color="0.45", gid=STAMP_GID, wrap=True,
+    )
+    room = min(0.25, 2.6 * STAMP_FONTSIZE / 72 / fig.get_figheight())  # two lines of caption
+    engine = fig.get_layout_engine()
+    if isinstance(engine, ConstrainedLayoutEngine):
+        engine.set(rect=(0, room, 1, 1 - room))
+    elif isinstance(engine, TightLayoutEngine):
+        engine.set(rect=(0, room, 1, 1))
+    else:
+        fig.tight_layout(rect=(0, room, 1, 1))
+
+
+def plot_early_stop_accuracy(
+    results: Results,
+    ax: Axes | None = None,
+    label: str | None = None,
+    metric: str = "early_stop_test_acc",
+    colors: Mapping[str, str] | None = None,
+) -> Axes:
+    """Accuracy at the early-stopping iteration (any column of `results.table()` via
+    `metric`) against the percent of weights remaining, as in the paper's Figure 4."""
+    return _plot_by_level(results, metric, ax, label, colors)
+
+
+def plot_early_stop_iteration(
+    results: Results,
+    ax: Axes | None = None,
+    label: str | None = None,
+    colors: Mapping[str, str] | None = None,
+) -> Axes:
+    """The early-stop iteration (minimum validation loss) against the percent of weights
+    remaining, as in the paper's Figure 4."""
+    return _plot_by_level(results, "early_stop_iteration", ax, label, colors)
+
+
+def plot_training_curves(
+    results: Results,
+    levels: Sequence[int] | None = None,
+    ax: Axes | None = None,
+    kind: str = "ticket",
+    metric: str = "test_acc",
+) -> Axes:
+    """`metric` over training iterations, one line per pruning level (default: about five
+    spread over the run, level 0 included), as in the paper's Figure 3. Lines are the mean
+    over trials with a min-max band; `kind` picks tickets or a control (dashed). Controls
+    are not trained at level 0, so there the dense network is drawn (solid)."""
+    curves = results.curves()
+    levels = default_levels(results.experiment.pruning.rounds) if levels is None else list(levels)
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6, 4.2))
+    for i, level in enumerate(levels):
+        rows = curves[(curves.level == level) & (curves.kind == (kind if level else "ticket"))]
+        if rows.empty:
+            raise ValueError(f"no {kind!r} curves at level {level} (levels run 0-{curves.level.max()})")
+        stats = rows.groupby("iteration")[metric].agg(["mean", "min", "max"])
+        color = f"C{i % 10}"
+        dashed = kind != "ticket" and level != 0
+        ax.plot(
+            stats.index, stats["mean"], color=color, linestyle="--" if dashed else "-", linewidth=1.4,
+            label=_percent(rows.percent_remaining.mean()),
+        )
+        ax.fill_between(stats.index, stats["min"], stats["max"], color=color, alpha=0.15, linewidth=0)
+    ax.set_xlabel("Training iterations")
+    ax.set_ylabel(METRIC_LABELS.get(metric, metric))
+    title = "% weights remaining" + ("" if kind == "ticket" else f" ({KIND_NAMES.get(kind, kind)})")
+    ax.legend(title=title, fontsize="small", title_fontsize="small")
+    ax.grid(alpha=0.3)
+    return ax
+
+
+def paper_figure(
+    results: Results, scale: str | None = None, levels: Sequence[int] | None = None
+) -> Figure:
+    """Three panels: test accuracy over training at a few levels, the early-stop
+    iteration, and the accuracy at early stop; stamped with the experiment's caption."""
+    fig, (curves, iterations, accuracy) = plt.subplots(1, 3, figsize=(15, 4.4))
+    plot_training_curves(results, levels=levels, ax=curves)
+    plot_early_stop_iteration(results, ax=iterations)
+    plot_early_stop_accuracy(results, ax=accuracy)
+    stamp(fig, results.experiment, scale)
+    return fig
+
+
+def save_figure(fig: Figure, path: str | Path, dpi: int = 150) -> list[Path]:
+    """Write `fig` as `path`.png (at `dpi`) and `path`.svg, creating the folder; a
+    .png/.svg suffix on `path` is dropped. Metadata that changes between runs (dates,
+    random ids) is left out, so saving the same figure again gives identical files."""
+    path = Path(path)
+    if path.suffix.lower() in (".png", ".svg"):
+        path = path.with_suffix("")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    png, svg = path.with_name(path.name + ".png"), path.with_name(path.name + ".svg")
+    fig.savefig(png, dpi=dpi, metadata={"Software": None})
+    with plt.rc_context({"svg.hashsalt": "lth_lib"}):
+        fig.savefig(svg, metadata={"Date": None, "Creator": None})
+    return [png, svg]
+
+
+def default_levels(rounds: int, count: int = 5) -> list[int]:
+    """About `count` levels spread evenly over 0..rounds (always 0 and the last)."""
+    return sorted({int(round(x)) for x in np.linspace(0, rounds, min(count, rounds + 1))})
+
+
+def level_stats(table: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """Mean, min and max of `metric` per kind and level (over trials and control networks),
+    with the mean percent of weights remaining. Controls, which are not trained at level 0,
+    get the dense network's row there, so every line starts at 100%."""
+    dense = table[(table.level == 0) & (table.kind == "ticket")]
+    frames = [table] + [dense.assign(kind=k) for k in table.kind.unique() if k != "ticket"]
+    table = pd.concat(frames, ignore_index=True)
+    grouped = table.groupby(["kind", "level"])
+    stats = grouped[metric].agg(["mean", "min", "max"])
+    stats["percent"] = grouped["percent_remaining"].mean()
+    return stats.reset_index()
+
+
+def _plot_by_level(
+    results: Results, metric: str, ax: Axes | None, label: str | None, colors: Mapping[str, str] | None
+) -> Axes:
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6, 4.2))
+    stats = level_stats(results.table(), metric)
+    kinds = [k for k in KIND_NAMES if k in set(stats.kind)] + sorted(set(stats.kind) - set(KIND_NAMES))
+    offset = len(ax.containers)  # a second call on the same axes continues the colour cycle
+    for i, kind in enumerate(kinds):
+        rows = stats[stats.kind == kind].sort_values("level")
+        name = KIND_NAMES.get(kind, kind)
+        color = (colors or {}).get(kind, f"C{(offset + i) % 10}")
+        yerr = np.vstack([rows["mean"] - rows["min"], rows["max"] - rows["mean"]])
+        ax.errorbar(
+            rows["percent"], rows["mean"], yerr=yerr, color=color, linestyle="-" if kind == "ticket" else "--",
+            marker="o", markersize=3, linewidth=1.4, capsize=2.5, elinewidth=0.9,
+            label=f"{label} {name}" if label else name,
+        )
+    _percent_axis(ax)
+    ax.set_ylabel(METRIC_LABELS.get(metric, metric))
+    ax.legend(fontsize="small")
+    ax.grid(alpha=0.3)
+    return ax
+
+
+def _percent_axis(ax: Axes, max_ticks: int = 8) -> None:
+    """Log-scaled percent axis running from 100 at the left down to the sparsest level,
+    ticked at the levels plotted on `ax` (thinned so labels do not collide), so overlaid
+    plots share one set of ticks."""
+    xs = np.concatenate([np.asarray(line.get_xdata(), dtype=float) for line in ax.lines])
+    values = sorted(set(np.round(xs[xs > 0], 6)), reverse=True)
+    ax.set_xscale("log")
+    stride = -(-len(values) // max_ticks)
+    chosen = list(range(0, len(values), stride))
+    if chosen[-1] != len(values) - 1:  # always tick the sparsest level
+        if len(values) - 1 - chosen[-1] < stride / 2 and len(chosen) > 1:
+            chosen.pop()
+        chosen.append(len(values) - 1)
+    ticks = [values[i] for i in chosen]
+    high, low = values[0], values[-1]
+    spread = np.log10(high / low) if high > low else 1.0
+    ax.xaxis.set_major_locator(FixedLocator(ticks))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: _percent(x)))
+    ax.xaxis.set_minor_locator(NullLocator())
+    pad = 10 ** (spread * 0.04)
+    ax.set_xlim(high * pad, low / pad)  # inverted: dense on the left
+    ax.set_xlabel(PERCENT_LABEL)
+
+
+def _percent(value: float) -> str:
+    """100 -> "100", 51.27 -> "51.3", 0.46 -> "0.46"."""
+    if value >= 99.95:
+        return "100"
+    return f"{value:.1f}" if value >= 0.95 else f"{value:.2g}"

@@ -1,0 +1,156 @@
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import pytest  # noqa: E402
+from matplotlib.container import ErrorbarContainer  # noqa: E402
+
+from lth_lib.lottery import paper_experiment  # noqa: E402
+from lth_lib.plots import (  # noqa: E402
+    default_levels,
+    paper_figure,
+    plot_early_stop_accuracy,
+    plot_early_stop_iteration,
+    plot_training_curves,
+    save_figure,
+    scale_caption,
+    stamp,
+)
+from lth_lib.runner import run  # noqa: E402
+
+TINY = dict(iterations=20, eval_every=10, eval_examples=200, rounds=3, trials=2)
+
+
+@pytest.fixture(scope="module")
+def results(synthetic):
+    exp = paper_experiment("lenet300", controls=("reinit", "random_prune"), **TINY)
+    return run(exp, synthetic, store=False, progress=False)
+
+
+@pytest.fixture(autouse=True)
+def close_figures():
+    yield
+    plt.close("all")
+
+
+def _errorbars(ax):
+    return [c for c in ax.containers if isinstance(c, ErrorbarContainer)]
+
+
+def test_scale_caption_names_the_run():
+    exp = paper_experiment(
+        "lenet300", iterations=1000, rounds=3, trials=2, controls=("reinit", "random_prune"), control_trials=3
+    )
+    assert scale_caption(exp, "cpu") == (
+        "lenet300 · iterative · 1,000 iterations · 3 rounds · 2 trials (+3 reinit, +3 random_prune per ticket)"
+        " · scale cpu"
+    )
+    one = paper_experiment("lenet300", iterations=50, rounds=1, strategy="oneshot", data_copy="mnist-x")
+    assert scale_caption(one) == "lenet300 · one-shot · 50 iterations · 1 round · 1 trial · data mnist-x"
+
+
+def test_every_plot_renders_to_png(results, tmp_path):
+    for i, plot in enumerate([plot_early_stop_accuracy, plot_early_stop_iteration, plot_training_curves]):
+        ax = plot(results)
+        ax.figure.savefig(tmp_path / f"{i}.png")
+    paper_figure(results, scale="test").savefig(tmp_path / "paper.png")
+    plot_training_curves(results, kind="reinit").figure.savefig(tmp_path / "reinit.png")
+    assert all((tmp_path / f"{name}.png").stat().st_size > 1000 for name in ("0", "1", "2", "paper", "reinit"))
+
+
+@pytest.mark.parametrize("plot", [plot_early_stop_accuracy, plot_early_stop_iteration])
+def test_level_plots_have_inverted_log_percent_axis_and_min_max_error_bars(results, plot):
+    ax = plot(results)
+    assert ax.get_xscale() == "log"
+    left, right = ax.get_xlim()
+    assert left > right and left >= 100 and right <= results.table().percent_remaining.min()
+    assert ax.get_xlabel() == "Percent of weights remaining" and ax.get_ylabel()
+    labels = [t.get_text() for t in ax.get_xticklabels()]
+    assert labels[0] == "100" and "80.0" in labels  # ticks at the levels themselves
+    bars = _errorbars(ax)
+    assert len(bars) == 3  # ticket, reinit, random pruning
+    for bar in bars:
+        segments = bar.lines[2][0].get_segments()
+        assert len(segments) == 4  # one per level, the controls joined at the dense point
+    heights = [abs(s[1][1] - s[0][1]) for bar in bars for s in bar.lines[2][0].get_segments()]
+    assert max(heights) > 0  # trials disagree somewhere: min/max spans are drawn
+
+
+def test_accuracy_plot_styles_and_labels_tickets_and_controls(results):
+    ax = plot_early_stop_accuracy(results)
+    styles = {bar.get_label(): bar.lines[0].get_linestyle() for bar in _errorbars(ax)}
+    assert styles == {"winning ticket": "-", "random reinit": "--", "random pruning": "--"}
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == list(styles)
+    colors = {bar.lines[0].get_color() for bar in _errorbars(ax)}
+    assert len(colors) == 3
+
+
+def test_accuracy_plot_means_over_trials(results):
+    ax = plot_early_stop_accuracy(results)
+    table = results.table()
+    tickets = table[table.kind == "ticket"].groupby("level").early_stop_test_acc.mean()
+    line = _errorbars(ax)[0].lines[0]
+    assert list(line.get_ydata()) == pytest.approx(list(tickets))
+
+
+def test_overlay_prefixes_labels_and_changes_colours(results):
+    ax = plot_early_stop_accuracy(results, label="iterative")
+    plot_early_stop_accuracy(results, ax=ax, label="one-shot", metric="final_test_acc")
+    bars = _errorbars(ax)
+    assert [b.get_label() for b in bars][::3] == ["iterative winning ticket", "one-shot winning ticket"]
+    assert len({b.lines[0].get_color() for b in bars}) == 6
+    ax = plot_early_stop_accuracy(results, colors={"ticket": "black"})
+    assert _errorbars(ax)[0].lines[0].get_color() == "black"
+
+
+def test_training_curves_one_line_per_level(results):
+    levels = default_levels(results.experiment.pruning.rounds)
+    assert levels[0] == 0 and levels[-1] == 3
+    ax = plot_training_curves(results)
+    assert len(ax.lines) == len(levels)
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["100", "80.0", "64.1", "51.3"]
+    assert len(ax.collections) == len(levels)  # a min-max band per line
+    assert ax.get_xlabel() == "Training iterations" and ax.get_ylabel() == "Test accuracy"
+    ax = plot_training_curves(results, levels=[0, 2], kind="random_prune")
+    assert [line.get_linestyle() for line in ax.lines] == ["-", "--"]  # dense, then the control
+    with pytest.raises(ValueError, match="level 7"):
+        plot_training_curves(results, levels=[7])
+
+
+def test_paper_figure_is_stamped_with_the_caption(results):
+    fig = paper_figure(results, scale="test")
+    assert len(fig.axes) == 3
+    [text] = fig.texts
+    caption = text.get_text()
+    assert caption == scale_caption(results.experiment, "test")
+    assert "20 iterations" in caption and "3 rounds" in caption and "2 trials" in caption
+    stamp(fig, results.experiment, "again")  # replaces, not adds
+    assert [t.get_text() for t in fig.texts] == [scale_caption(results.experiment, "again")]
+    assert min(ax.get_position().y0 for ax in fig.axes) > text.get_position()[1]
+
+
+def test_save_figure_writes_png_and_reproducible_svg(results, tmp_path):
+    fig = paper_figure(results)
+    first = save_figure(fig, tmp_path / "out" / "figure")
+    assert first == [tmp_path / "out" / "figure.png", tmp_path / "out" / "figure.svg"]
+    assert first[0].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    svg, png = first[1].read_bytes(), first[0].read_bytes()
+    assert b"<dc:date>" not in svg
+    second = save_figure(fig, tmp_path / "out" / "figure.svg")
+    assert second == first
+    assert first[1].read_bytes() == svg and first[0].read_bytes() == png
+    again = paper_figure(results)
+    save_figure(again, tmp_path / "again")
+    assert (tmp_path / "again.svg").read_bytes() == svg
+
+
+def test_percent_ticks_are_thinned_levels_ending_at_the_sparsest():
+    from lth_lib.plots import _percent_axis
+
+    lenet = [(265_200 * 0.8**k + 1_000 * 0.9**k) / 266_200 * 100 for k in range(21)]
+    _, ax = plt.subplots()
+    ax.plot(lenet, lenet)
+    _percent_axis(ax)
+    labels = [t.get_text() for t in ax.get_xticklabels()]
+    assert labels == ["100", "51.3", "26.3", "13.5", "7.0", "3.6", "1.9", "1.2"]  # the paper's digits
