@@ -119,14 +119,8 @@ def train(
         raise ValueError(f"start_iteration must be in [0, {hparams.iterations}), got {start_iteration}")
     device = data.train_x.device
     k, batch = len(members), hparams.batch_size
-    network = Network(network_name, members=k).to(device)
-    network.load_members([m.weights for m in members])
-    layers = list(network.prunable())
-    weights = [network.prunable()[layer] for layer in layers]
-    masks = [torch.stack([m.mask[layer] for m in members]).to(device, torch.float32) for layer in layers]
-    with torch.no_grad():
-        torch._foreach_mul_(weights, masks)
-    optimizer = torch.optim.Adam(network.parameters(), lr=hparams.lr, fused=True)
+    step = TrainStep.build(network_name, members, hparams.lr, device)
+    network = step.network
 
     splits = [validation_split(len(data.train_x), m.data_seed) for m in members]
     train_idx = torch.stack([s[0] for s in splits])
@@ -146,15 +140,101 @@ def train(
                 progress(iteration, {key: values[-1] for key, values in curve.items()})
         if iteration == hparams.iterations:
             break
-        idx = next(batches)
-        logits = network(data.train_x[idx])
-        loss = F.cross_entropy(logits.flatten(0, 1), data.train_y[idx].flatten(), reduction="sum") / batch
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        with torch.no_grad():
-            torch._foreach_mul_(weights, masks)
+        step(data.train_x, data.train_y, next(batches))
     return [_result(curve, i, network.member_state(i), snapshot[i] if snapshot else None) for i in range(k)]
+
+
+class TrainStep:
+    """One optimiser step of K stacked members; `train` calls it once per iteration.
+
+    `step(x_all, y_all, idx)` gathers the batch `x_all[idx]` ([K, B] indices; the data stay
+    on the device), computes the gradient of the sum over members of each member's mean
+    cross-entropy, takes one fused Adam step and multiplies the masks into the prunable
+    weights in place (one foreach kernel), so pruned weights stay exactly zero. Nothing
+    is read back to the host, so on a GPU steps queue without syncs.
+
+    Fully connected networks (LeNet) skip autograd: the forward pass keeps its
+    activations and the backward pass is batched matmuls into preallocated gradient
+    buffers, with no gradient for the input. Networks with conv layers use autograd.
+    `manual=False` forces autograd (tests check that the two agree).
+
+    Adam is torch.optim.Adam's own fused kernel (`torch._fused_adam_`, what
+    `Adam(fused=True).step()` calls), invoked directly with the state lists built once:
+    same arithmetic, without the per-step Python bookkeeping of `Optimizer.step`.
+    Hyperparameters are Adam's defaults (betas 0.9, 0.999; eps 1e-8; no weight decay).
+    """
+
+    betas = (0.9, 0.999)
+    eps = 1e-8
+
+    @classmethod
+    def build(cls, network_name: str, members: list[Member], lr: float, device: str | torch.device = "cpu"
+              ) -> TrainStep:  # fmt: skip
+        """The step `train` uses: a K-member network from `members`' weights and masks."""
+        network = Network(network_name, members=len(members)).to(device)
+        network.load_members([m.weights for m in members])
+        masks = [torch.stack([m.mask[layer] for m in members]).to(device, torch.float32) for layer in network.prunable()]
+        return cls(network, masks, lr)
+
+    def __init__(self, network: Network, masks: list[torch.Tensor], lr: float, manual: bool | None = None):
+        self.network = network
+        self.layers = list(network.layers.values())
+        self.weights = list(network.prunable().values())
+        self.masks = masks
+        with torch.no_grad():
+            torch._foreach_mul_(self.weights, self.masks)
+        self.manual = not network.arch.conv if manual is None else manual
+        if self.manual and network.arch.conv:
+            raise ValueError("the manual backward pass covers fully connected networks only")
+        self.lr = lr
+        self.params = list(network.parameters())
+        for p in self.params:  # gradients live in fixed buffers that each backward pass overwrites
+            p.grad = torch.zeros_like(p)
+        self.grads = [p.grad for p in self.params]
+        self.exp_avgs = [torch.zeros_like(p) for p in self.params]
+        self.exp_avg_sqs = [torch.zeros_like(p) for p in self.params]
+        self.step_count = torch.zeros((), dtype=torch.float32, device=self.params[0].device)
+        self.steps = [self.step_count] * len(self.params)  # one shared counter
+
+    def __call__(self, x_all: torch.Tensor, y_all: torch.Tensor, idx: torch.Tensor) -> None:
+        flat = idx.reshape(-1)
+        x = x_all.index_select(0, flat).view(*idx.shape, *x_all.shape[1:])
+        y = y_all.index_select(0, flat).view(idx.shape)
+        if self.manual:
+            with torch.no_grad():
+                self._fc_backward(x, y)
+        else:
+            logits = self.network(x)
+            loss = F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="sum") / idx.shape[-1]
+            for p in self.params:
+                p.grad = None
+            loss.backward()
+            self.grads = [p.grad for p in self.params]
+        with torch.no_grad():
+            self.step_count.add_(1)
+            torch._fused_adam_(
+                self.params, self.grads, self.exp_avgs, self.exp_avg_sqs, [], self.steps,
+                lr=self.lr, beta1=self.betas[0], beta2=self.betas[1], weight_decay=0.0, eps=self.eps,
+                amsgrad=False, maximize=False,
+            )  # fmt: skip
+            torch._foreach_mul_(self.weights, self.masks)
+
+    def _fc_backward(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        """Gradients of sum_k mean-cross-entropy_k for a fully connected stack, written
+        into each parameter's `.grad` buffer. x: [K, B, in]; y: [K, B]."""
+        layers = self.layers
+        inputs = [x]
+        for layer in layers[:-1]:
+            inputs.append(torch.baddbmm(layer.bias.unsqueeze(1), inputs[-1], layer.weight.mT).relu_())
+        logits = torch.baddbmm(layers[-1].bias.unsqueeze(1), inputs[-1], layers[-1].weight.mT)
+        g = torch.softmax(logits, -1)  # d loss / d logits = (softmax - onehot) / B
+        g.scatter_add_(-1, y.unsqueeze(-1), torch.full_like(g[..., :1], -1.0)).mul_(1.0 / x.shape[1])
+        for i in range(len(layers) - 1, -1, -1):
+            layer, a = layers[i], inputs[i]
+            torch.bmm(g.mT, a, out=layer.weight.grad)
+            torch.sum(g, 1, out=layer.bias.grad)
+            if i > 0:  # ReLU's backward, as autograd does it (zero where the output is 0)
+                g = torch.ops.aten.threshold_backward(torch.bmm(g, layer.weight), a, 0.0)
 
 
 def _batch_indices(train_idx: torch.Tensor, seeds: list[int], batch: int, start: int, device: torch.device

@@ -1,0 +1,322 @@
+"""Training-step benchmark: a plain PyTorch loop, lth_lib's step, K-member ensembles, and
+the machine's matmul roofline, all measured in one run on one machine.
+
+    python benchmarks/bench.py                # both networks, writes benchmarks/results-<machine>.md
+    python benchmarks/bench.py --quick        # fewer repeats (a smoke test)
+    python benchmarks/bench.py --device cuda --networks lenet300
+
+Rows, per network (LeNet-300-100 on MNIST, Conv-2 on CIFAR-10), batch 60:
+
+* reference: what most reproductions do: a torchvision dataset (`MNIST`, or `ImageFolder` /
+  `CIFAR10` for CIFAR-10) with `transforms.ToTensor()`, a `DataLoader(batch_size=60,
+  shuffle=True)` (default num_workers=0), a plain `nn.Sequential`, `torch.optim.Adam` with
+  its defaults and the paper's learning rate; per step: next batch, `.to(device)`,
+  forward, `CrossEntropyLoss`, `zero_grad`, `backward`, `step`. No mask.
+* lth_lib K=1, 5, 15: `lth_lib.train.TrainStep` -- the object `lth_lib.train.train` calls once
+  per iteration -- on K members with pruned masks (one round at the paper's rates: fc 20%,
+  conv 10%, output 10%), fed by `train`'s own batch-index iterator, data on the device.
+  One step trains K networks.
+
+Columns: ms/step (median over repeats of a block of steps, after warm-up; on a GPU each
+block ends with torch.cuda.synchronize), network-steps/s = K / (s/step), speedup =
+network-steps/s over the reference's, model GFLOP/step and achieved GFLOP/s, and
+roofline fraction.
+
+Roofline. FLOPs of a step are *model FLOPs*: 3 x the forward pass's matmul/conv
+multiply-adds x 2 (forward + gradients of inputs and weights), counted from the layer
+shapes, times batch 60, times K. Elementwise work (bias, ReLU, softmax, Adam, masks,
+pooling) is not counted. The first layer's input gradient is counted although no
+implementation needs it (neither autograd nor lth_lib compute it), as the usual 3x rule
+does; the `executed` column gives the fraction with that term removed.
+The machine's roofline rate is the highest fp32 FLOP/s achieved, in this run, by one
+square `torch.mm` among n = 512, 1024, 2048 and the equal-FLOP sizes below (the rate of
+one large dense matmul, i.e. what the machine's BLAS reaches on the ideal shape).
+Roofline time = step FLOPs / that rate; roofline fraction = roofline time / measured step
+time. The "equal-FLOP mm" column is the measured time of one square matmul with the
+step's FLOP count (n = (FLOPs/2)^(1/3), shown where n <= 2048) and "fraction of
+equal-FLOP mm" is that time over the step's; its rate is at most the roofline rate, so
+the roofline fraction (the one in the last line) is the stricter of the two.
+
+The last line printed (and written) is machine-readable, for LeNet-300-100 K=1 vs. the
+reference: `speedup_vs_reference=<x> roofline_fraction=<y>`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import re
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+
+import lth_lib
+from lth_lib.data import data_root
+from lth_lib.models import Network, glorot_init
+from lth_lib.pruning import dense_mask, layer_rates, magnitude_prune
+from lth_lib.train import PAPER_PROTOCOL, Member, TrainStep, _batch_indices
+from lth_lib.data import validation_split
+
+BATCH = 60
+ENSEMBLES = (1, 5, 15)
+HERE = Path(__file__).resolve().parent
+
+
+# --------------------------------------------------------------------------- FLOPs
+def forward_flops(name: str) -> tuple[int, int]:
+    """(forward multiply-add FLOPs of one example, those of the first layer) for network
+    `name`, from the layer shapes: conv 2*Cin*9*Cout*H*W ('same' padding), fc 2*in*out."""
+    arch = lth_lib.models.architecture(name)
+    total, first = 0, None
+    channels, side = (arch.input_shape[0], arch.input_shape[-1])
+    for item in arch.conv:
+        if item == "pool":
+            side //= 2
+            continue
+        f = 2 * channels * 9 * int(item) * side * side
+        first = f if first is None else first
+        total += f
+        channels = int(item)
+    features = channels * side * side if arch.conv else arch.input_shape[0]
+    for width in arch.fc:
+        f = 2 * features * width
+        first = f if first is None else first
+        total += f
+        features = width
+    return total, first
+
+
+# --------------------------------------------------------------------------- timing
+@dataclass
+class Case:
+    label: str
+    run: Callable[[int], None]  # run n steps
+    per_call: int  # network-steps per call (K), or 0 for a matmul
+    flops: float  # model FLOPs of one call
+    steps: int = 1  # calls per timed block, set by calibration
+    times: list[float] = field(default_factory=list)  # seconds per call, one per block
+
+    @property
+    def seconds(self) -> float:
+        return statistics.median(self.times)
+
+
+def calibrate(case: Case, sync: Callable[[], None], warmup: int, target_s: float) -> None:
+    case.run(warmup)
+    sync()
+    t = time.perf_counter()
+    case.run(1)
+    sync()
+    one = time.perf_counter() - t
+    case.steps = max(1, int(target_s / max(one, 1e-6)))
+
+
+def measure(cases: list[Case], sync: Callable[[], None], repeats: int) -> None:
+    """Round-robin over cases so that load from elsewhere falls on all of them alike."""
+    for _ in range(repeats):
+        for case in cases:
+            sync()
+            t = time.perf_counter()
+            case.run(case.steps)
+            sync()
+            case.times.append((time.perf_counter() - t) / case.steps)
+
+
+# --------------------------------------------------------------------------- reference loop
+def reference_case(name: str, device: torch.device) -> Case:
+    import torchvision
+    from torchvision import transforms
+
+    root, download = data_root()
+    if name == "lenet300":
+        dataset = torchvision.datasets.MNIST(str(root), train=True, download=download, transform=transforms.ToTensor())
+        model = nn.Sequential(
+            nn.Flatten(), nn.Linear(784, 300), nn.ReLU(), nn.Linear(300, 100), nn.ReLU(), nn.Linear(100, 10)
+        )
+    else:
+        if (root / "cifar-10-batches-py").is_dir() or download:
+            dataset = torchvision.datasets.CIFAR10(str(root), train=True, download=download, transform=transforms.ToTensor())
+        else:
+            dataset = torchvision.datasets.ImageFolder(str(root / "CIFAR-10-images" / "train"), transform=transforms.ToTensor())
+        model = nn.Sequential(
+            nn.Conv2d(3, 64, 3, padding=1), nn.ReLU(), nn.Conv2d(64, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Flatten(), nn.Linear(64 * 16 * 16, 256), nn.ReLU(), nn.Linear(256, 256), nn.ReLU(), nn.Linear(256, 10),
+        )  # fmt: skip
+    model = model.to(device)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=BATCH, shuffle=True, drop_last=True)
+    optimizer = torch.optim.Adam(model.parameters(), lr=PAPER_PROTOCOL[name][1])
+    criterion = nn.CrossEntropyLoss()
+    batches = iter(loader)
+
+    def run(n: int) -> None:
+        nonlocal batches
+        for _ in range(n):
+            try:
+                x, y = next(batches)
+            except StopIteration:
+                batches = iter(loader)
+                x, y = next(batches)
+            x, y = x.to(device), y.to(device)
+            loss = criterion(model(x), y)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+
+    return Case("reference (DataLoader + nn.Module + Adam)", run, 1, 3 * forward_flops(name)[0] * BATCH)
+
+
+# --------------------------------------------------------------------------- lth_lib's step
+def pruned_members(name: str, k: int) -> list[Member]:
+    """K members, each with its own init and a one-round magnitude-pruned mask."""
+    net = Network(name)
+    conv = 0.1 if lth_lib.models.architecture(name).conv else 0.0
+    rates = layer_rates(name, fc=0.2, output=0.1, **({"conv": conv} if conv else {}))
+    members = []
+    for seed in range(k):
+        w = glorot_init(net, seed)
+        mask = magnitude_prune({layer: w[f"layers.{layer}.weight"] for layer in net.prunable()}, dense_mask(name), rates)
+        members.append(Member(w, mask, seed))
+    return members
+
+
+def lth_case(name: str, k: int, data: lth_lib.Dataset, device: torch.device) -> Case:
+    members = pruned_members(name, k)
+    step = TrainStep.build(name, members, PAPER_PROTOCOL[name][1], device)
+    train_idx = torch.stack([validation_split(len(data.train_x), m.data_seed)[0] for m in members])
+    batches = _batch_indices(train_idx, [m.data_seed for m in members], BATCH, 0, device)
+    x_all, y_all = data.train_x, data.train_y
+
+    def run(n: int) -> None:
+        for _ in range(n):
+            step(x_all, y_all, next(batches))
+
+    return Case(f"lth_lib K={k}", run, k, 3 * forward_flops(name)[0] * BATCH * k)
+
+
+def matmul_case(n: int, device: torch.device) -> Case:
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    c = torch.empty(n, n, device=device)
+
+    def run(m: int) -> None:
+        for _ in range(m):
+            torch.mm(a, b, out=c)
+
+    return Case(f"mm {n}", run, 0, 2.0 * n**3)
+
+
+# --------------------------------------------------------------------------- main
+def machine_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        model = torch.cuda.get_device_name(device)
+    else:
+        model = platform.processor() or platform.machine()
+        try:
+            for line in Path("/proc/cpuinfo").read_text().splitlines():
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1]
+                    break
+        except OSError:
+            pass
+        model = f"{model}-{torch.get_num_threads()}threads"
+    return re.sub(r"[^a-z0-9]+", "-", model.lower()).strip("-")
+
+
+def fmt(x: float | None, digits: int = 2) -> str:
+    return "–" if x is None else f"{x:,.{digits}f}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--networks", nargs="+", default=["lenet300", "conv2"], choices=["lenet300", "conv2"])
+    parser.add_argument("--quick", action="store_true", help="fewer, shorter repeats")
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
+    parser.add_argument("--out", type=Path, default=None, help="results file (default benchmarks/results-<machine>.md)")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    repeats, target = (3, 0.1) if args.quick else (7, 0.3)
+    started = time.perf_counter()
+    load_before = os.getloadavg()
+
+    peak_cases = [matmul_case(n, device) for n in (512, 1024, 2048)]
+    sections = []  # (name, [rows]), rows: (case, eq_mm case or None)
+    for name in args.networks:
+        data = lth_lib.load_dataset(lth_lib.models.architecture(name).dataset, device=device)
+        ref = reference_case(name, device)
+        ours = [lth_case(name, k, data, device) for k in ENSEMBLES]
+        rows = []
+        for case in [ref, *ours]:
+            n = round((case.flops / 2) ** (1 / 3))
+            rows.append((case, matmul_case(n, device) if n <= 2048 else None))
+        cases = [c for row in rows for c in row if c is not None]
+        for case in cases + (peak_cases if not sections else []):
+            calibrate(case, sync, warmup=1 if "conv" in name else 20, target_s=target)
+        reps = min(repeats, 3) if "conv" in name else repeats
+        measure(cases + peak_cases, sync, reps)
+        sections.append((name, rows))
+        print(f"[{name} measured, {time.perf_counter() - started:.0f} s]", file=sys.stderr)
+        del data
+
+    all_mm = peak_cases + [eq for _, rows in sections for _, eq in rows if eq is not None]
+    peak = max(c.flops / c.seconds for c in all_mm)
+    lines = [
+        f"# Training-step benchmark on {machine_name(device)}",
+        "",
+        f"- date: {datetime.datetime.now().isoformat(timespec='seconds')}; torch {torch.__version__}; "
+        f"device {device}; threads {torch.get_num_threads()}; cores {os.cpu_count()}; batch {BATCH}",
+        f"- load average before/after: {load_before[0]:.2f} / {os.getloadavg()[0]:.2f} "
+        "(anything above 0 means other work shared the machine)",
+        f"- matmul roofline rate (best square fp32 mm in this run): {peak / 1e9:,.1f} GFLOP/s; "
+        + ", ".join(f"mm {c.label.split()[1]}: {c.flops / c.seconds / 1e9:,.1f}" for c in peak_cases),
+        f"- repeats: {repeats} (conv: {min(repeats, 3)}), median; `python benchmarks/bench.py"
+        f"{' --quick' if args.quick else ''}` took {{elapsed}} s",
+        "",
+        "| network | variant | K | ms/step | network-steps/s | speedup vs reference | model GFLOP/step "
+        "| achieved GFLOP/s | equal-FLOP mm ms | fraction of equal-FLOP mm | roofline ms | roofline fraction "
+        "| executed-FLOP fraction |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    headline = None
+    for name, rows in sections:
+        ref_rate = rows[0][0].per_call / rows[0][0].seconds
+        fwd, first = forward_flops(name)
+        executed = (3 * fwd - first) / (3 * fwd)  # the first layer's input gradient is never computed
+        for case, eq in rows:
+            rate = case.per_call / case.seconds
+            roof = case.flops / peak
+            frac = roof / case.seconds
+            lines.append(
+                f"| {name} | {case.label} | {case.per_call} | {fmt(case.seconds * 1e3, 3)} | {fmt(rate, 1)} "
+                f"| {fmt(rate / ref_rate)}x | {fmt(case.flops / 1e9, 4)} | {fmt(case.flops / case.seconds / 1e9, 1)} "
+                f"| {fmt(eq.seconds * 1e3 if eq else None, 3)} | {fmt(eq.seconds / case.seconds if eq else None, 3)} "
+                f"| {fmt(roof * 1e3, 3)} | {fmt(frac, 3)} "
+                f"| {fmt(frac * executed, 3)} |"
+            )
+            if name == "lenet300" and case.label == "lth_lib K=1":
+                headline = (rate / ref_rate, frac)
+    elapsed = time.perf_counter() - started
+    lines[5] = lines[5].replace("{elapsed}", f"{elapsed:.0f}")
+    lines.append("")
+    if headline is not None:
+        lines.append(f"speedup_vs_reference={headline[0]:.2f} roofline_fraction={headline[1]:.3f}")
+    text = "\n".join(lines) + "\n"
+    print(text, end="")
+    out = args.out or HERE / f"results-{machine_name(device)}.md"
+    out.write_text(text)
+    print(f"[written to {out}]", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
