@@ -20,7 +20,10 @@ from lth_lib.lottery import (
 )
 from lth_lib.models import ARCHITECTURES, Network, build_network, count_prunable, glorot_init
 from lth_lib.plots import (
+    controls_figure,
     paper_figure,
+    strategy_figure,
+    travel_figure,
     plot_early_stop_accuracy,
     plot_early_stop_iteration,
     plot_training_curves,
@@ -40,7 +43,7 @@ from lth_lib.pruning import (
     sparsity_report,
     surviving_counts,
 )
-from lth_lib.runner import Results, plan, run
+from lth_lib.runner import Results, control_gaps, plan, run, summary_text
 from lth_lib.scales import SCALES, NotebookParameters, default_scale, notebook_parameters, scaled_experiment
 from lth_lib.store import RESULTS_ENV, experiment_dir, results_root
 from lth_lib.train import Member, TrainingHparams, TrainResult, early_stop, paper_training, train
@@ -102,4 +105,9 @@ __all__ = [
     "weight_travel",
     "describe",
     "pruning_schedule",
+    "control_gaps",
+    "summary_text",
+    "controls_figure",
+    "strategy_figure",
+    "travel_figure",
 ]

@@ -139,3 +139,13 @@ def validation_split(n_train: int, seed: int, size: int = VALIDATION_SIZE) -> tu
         raise ValueError(f"validation size must be in (0, {n_train}), got {size}")
     order = torch.randperm(n_train, generator=generator(seed, "split"))
     return order[size:].sort().values, order[:size]
+
+
+def describe(data: Dataset, seed: int = 0) -> str:
+    """One line: the data copy and the sizes of the training, validation and test sets."""
+    train, val = validation_split(len(data.train_x), seed)
+    shape = "x".join(map(str, data.train_x.shape[1:]))
+    return (
+        f"{data.name} ({data.copy}): {len(train):,} training / {len(val):,} validation / "
+        f"{len(data.test_x):,} test examples of shape {shape}"
+    )

@@ -20,9 +20,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from lth_lib.data import Dataset
-from lth_lib.models import Network, architecture, glorot_init
+from lth_lib.models import Network, architecture, count_prunable, glorot_init
 from lth_lib.pruning import (
     PAPER_RATES,
+    surviving_counts,
     Mask,
     check_rate,
     dense_mask,
@@ -144,6 +145,25 @@ def paper_experiment(network: str, **overrides) -> Experiment:
 
 
 _NESTED = ("network", "training", "pruning")
+
+
+def pruning_schedule(exp: Experiment) -> str:
+    """The weights each layer keeps at every level of `exp`, as a fixed-width table.
+
+    Layer-wise pruning keeps exactly these counts (global pruning keeps the same total
+    but lets the split between layers float)."""
+    counts = count_prunable(exp.network)
+    layers = list(counts)
+    rows = [f"{'level':>5}" + "".join(f"{layer:>11}" for layer in layers) + f"{'total':>11}{'percent':>9}"]
+    total = sum(counts.values())
+    for level in range(exp.pruning.rounds + 1):
+        left = surviving_counts(counts, exp.rates, level)
+        kept = sum(left.values())
+        rows.append(
+            f"{level:>5}" + "".join(f"{left[layer]:>11,}" for layer in layers) + f"{kept:>11,}{100 * kept / total:>8.2f}%"
+        )
+    rates = ", ".join(f"{layer} {rate:g}" for layer, rate in exp.rates.items())
+    return f"rates per round: {rates}\n" + "\n".join(rows)
 
 
 @dataclass

@@ -244,3 +244,67 @@ def _percent(value: float) -> str:
     if value >= 99.95:
         return "100"
     return f"{value:.1f}" if value >= 0.95 else f"{value:.2g}"
+
+
+def strategy_figure(results: Mapping[str, Results], scale: str | None = None) -> Figure:
+    """Tickets found by different strategies (e.g. {"iterative": ..., "one-shot": ...})
+    side by side: early-stop iteration and accuracy against weights remaining."""
+    fig, (iterations, accuracy) = plt.subplots(1, 2, figsize=(11, 4.4))
+    for i, (name, result) in enumerate(results.items()):
+        tickets = _tickets_only(result)
+        plot_early_stop_iteration(tickets, ax=iterations, label=name, colors={"ticket": f"C{i}"})
+        plot_early_stop_accuracy(tickets, ax=accuracy, label=name, colors={"ticket": f"C{i}"})
+    stamp(fig, next(iter(results.values())).experiment, scale)
+    return fig
+
+
+def controls_figure(results: Results, scale: str | None = None) -> Figure:
+    """Winning tickets against their controls (dashed): early-stop iteration and accuracy
+    against weights remaining, and test accuracy over training at the level nearest 21%."""
+    fig, (iterations, accuracy, curves) = plt.subplots(1, 3, figsize=(15, 4.4))
+    plot_early_stop_iteration(results, ax=iterations)
+    plot_early_stop_accuracy(results, ax=accuracy)
+    level = results.level_near(21.1)
+    for i, kind in enumerate(("ticket",) + results.experiment.controls):
+        rows = results.curves().query("level == @level and kind == @kind")
+        stats = rows.groupby("iteration")["test_acc"].agg(["mean", "min", "max"])
+        style = "-" if kind == "ticket" else "--"
+        curves.plot(stats.index, stats["mean"], color=f"C{i}", linestyle=style, label=KIND_NAMES.get(kind, kind))
+        curves.fill_between(stats.index, stats["min"], stats["max"], color=f"C{i}", alpha=0.15, linewidth=0)
+    curves.set_title(f"{_percent(results.percent_remaining(level))}% of weights remaining", fontsize="medium")
+    curves.set_xlabel("Training iterations")
+    curves.set_ylabel(METRIC_LABELS["test_acc"])
+    curves.legend(fontsize="small")
+    curves.grid(alpha=0.3)
+    stamp(fig, results.experiment, scale)
+    return fig
+
+
+def travel_figure(travel: pd.DataFrame, results: Results, level: int, scale: str | None = None) -> Figure:
+    """How far each weight of the dense network moved in training, winning-ticket weights
+    against pruned ones: the distribution of |theta_T - theta_0| and of the change in
+    magnitude |theta_T| - |theta_0|, over all layers and trials."""
+    fig, (distance, magnitude) = plt.subplots(1, 2, figsize=(11, 4.2))
+    kept = f"in the ticket ({_percent(results.percent_remaining(level))}% remaining)"
+    for column, ax, xlabel in (
+        ("travel", distance, r"distance travelled $|\theta_T - \theta_0|$"),
+        ("magnitude_change", magnitude, r"change in magnitude $|\theta_T| - |\theta_0|$"),
+    ):
+        values = travel[column].to_numpy()
+        bins = np.linspace(np.quantile(values, 0.001), np.quantile(values, 0.999), 80)
+        for in_ticket, color, name in ((True, "C0", kept), (False, "C3", "pruned")):
+            ax.hist(travel.loc[travel.in_ticket == in_ticket, column], bins=bins, density=True, histtype="step",
+                    color=color, linewidth=1.4, label=name)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("density")
+        ax.set_yscale("log")
+        ax.legend(fontsize="small")
+        ax.grid(alpha=0.3)
+    stamp(fig, results.experiment, scale)
+    return fig
+
+
+def _tickets_only(results: Results) -> Results:
+    """`results` without its control networks."""
+    records = [r for r in results.records if r.kind == "ticket"]
+    return Results(results.experiment, records, results.directory, results.dense_weights, results.masks)

@@ -23,7 +23,7 @@ import torch
 from lth_lib.data import Dataset, data_copy, load_dataset
 from lth_lib.lottery import Experiment, Job, Record, level_job, prune_tickets, run_job
 from lth_lib.models import Network, architecture, glorot_init
-from lth_lib.pruning import Mask, dense_mask
+from lth_lib.pruning import Mask, dense_mask, remaining_fraction
 from lth_lib.store import (
     Level,
     check_writable,
@@ -47,14 +47,79 @@ class Results:
     records: list[Record]
     directory: Path | None
     dense_weights: list[dict]  # each trial's trained dense network (level 0)
+    masks: dict[int, list[Mask]]  # level -> each trial's ticket mask
 
     def table(self) -> pd.DataFrame:
         """One row per trained member and level."""
         return records_table(self.records)
 
+    def summary(self) -> pd.DataFrame:
+        """Per kind and level: weights remaining, and the mean (min, max) over members of
+        the early-stop iteration and test accuracy, as the paper's figures plot them."""
+        table = self.table()
+        metrics = {"early_stop_iteration": ["mean", "min", "max"], "early_stop_test_acc": ["mean", "min", "max"]}
+        out = table.groupby(["kind", "level"], sort=False).agg(
+            percent_remaining=("percent_remaining", "mean"),
+            members=("trial", "size"),
+            **{f"{m}_{f}": (m, f) for m, fs in metrics.items() for f in fs},
+            final_test_acc_mean=("final_test_acc", "mean"),
+        )
+        return out.reset_index()
+
+    def percent_remaining(self, level: int) -> float:
+        """The percent of weights the tickets keep at `level`."""
+        return 100 * remaining_fraction(self.masks[level][0])
+
+    def level_near(self, percent: float) -> int:
+        """The pruned level whose tickets keep the percent of weights closest to `percent`."""
+        pruned = [level for level in self.masks if level > 0]
+        if not pruned:
+            raise ValueError("this experiment has no pruned levels")
+        return min(pruned, key=lambda level: abs(self.percent_remaining(level) - percent))
+
+    def initial_weights(self) -> list[dict]:
+        """Each trial's theta_0 (regenerated from its seed)."""
+        return [glorot_init(Network(self.experiment.network), seed) for seed in self.experiment.seeds]
+
     def curves(self) -> pd.DataFrame:
         """Tidy curves: one row per member, level and evaluation point."""
         return curves_table(self.records)
+
+
+def summary_text(results: Results, kinds: tuple[str, ...] | None = None) -> str:
+    """`results.summary()` as a fixed-width table, rounded to be stable: accuracies in
+    percent to two decimals, mean [min, max] over the members at each level."""
+    rows = results.summary()
+    if kinds is not None:
+        rows = rows[rows.kind.isin(kinds)]
+    lines = [f"{'kind':<13}{'level':>5}{'remaining':>11}{'nets':>5}  {'early-stop iteration':<24}{'test acc at early stop (%)':<27}{'final (%)':>9}"]
+    for r in rows.itertuples():
+        iterations = f"{r.early_stop_iteration_mean:>7.0f} [{r.early_stop_iteration_min}, {r.early_stop_iteration_max}]"
+        accuracy = (
+            f"{100 * r.early_stop_test_acc_mean:6.2f} [{100 * r.early_stop_test_acc_min:.2f}, "
+            f"{100 * r.early_stop_test_acc_max:.2f}]"
+        )
+        lines.append(
+            f"{r.kind:<13}{r.level:>5}{r.percent_remaining:>10.2f}%{r.members:>5}  {iterations:<24}{accuracy:<27}"
+            f"{100 * r.final_test_acc_mean:>9.2f}"
+        )
+    return "\n".join(lines)
+
+
+def control_gaps(results: Results) -> pd.DataFrame:
+    """Per pruned level: how much more accurate the winning tickets are than each control
+    (points of mean early-stop test accuracy), and how many times later each control
+    reaches early stop."""
+    summary = results.summary().set_index(["kind", "level"])
+    tickets = summary.loc["ticket"]
+    out = pd.DataFrame({"percent_remaining": tickets.percent_remaining.round(2)})
+    for control in results.experiment.controls:
+        other = summary.loc[control]
+        gap = 100 * (tickets.early_stop_test_acc_mean - other.early_stop_test_acc_mean)
+        out[f"acc_gap_vs_{control}"] = gap.round(2)
+        ratio = other.early_stop_iteration_mean / tickets.early_stop_iteration_mean
+        out[f"early_stop_ratio_{control}"] = ratio.round(2)
+    return out.dropna().reset_index()
 
 
 def plan(exp: Experiment, max_members: int = DEFAULT_MAX_MEMBERS) -> list[list[int]]:
@@ -100,13 +165,15 @@ def run(
 
     theta0 = [glorot_init(Network(exp.network), seed) for seed in exp.seeds]
     masks = [dense_mask(exp.network) for _ in exp.seeds]
-    start, dense, records = theta0, None, []
+    start, dense, records, level_masks = theta0, None, [], {}
     stale = directory is None
     for levels in plan(exp, max_members):
+        for level in levels:
+            level_masks[level] = _level_masks(exp, level, masks, dense)
         stored = [] if stale else [load_level(directory, level) for level in levels]
         if not stored or None in stored:
             stale = True  # every later job depends on this one: redo them all
-            stored = _train_job(exp, levels, masks, start, dense, get_data, max_members, progress)
+            stored = _train_job(exp, levels, level_masks, start, get_data, max_members, progress)
             if directory is not None:
                 for level, result in zip(levels, stored):
                     save_level(directory, level, result.records, result.tensors)
@@ -119,15 +186,22 @@ def run(
                 masks = [unpack_mask(m) for m in result.tensors["next_masks"]]
     if directory is not None:
         write_tables(directory, records)
-    return Results(exp, records, directory, dense)
+    return Results(exp, records, directory, dense, level_masks)
+
+
+def _level_masks(exp: Experiment, level: int, masks: list[Mask], dense: list[dict] | None) -> list[Mask]:
+    """Each trial's ticket mask at `level`: the running mask (iterative pruning, or the
+    dense level 0), or the trained dense network pruned `level` rounds' worth at once."""
+    if level == 0 or exp.pruning.strategy == "iterative":
+        return masks
+    return prune_tickets(exp, dense, [dense_mask(exp.network)] * exp.trials, rounds=level)
 
 
 def _train_job(
     exp: Experiment,
     levels: list[int],
-    masks: list[Mask],
+    level_masks: dict[int, list[Mask]],
     start: list[dict],
-    dense: list[dict] | None,
     get_data: Callable[[], Dataset],
     max_members: int,
     progress: bool,
@@ -135,10 +209,7 @@ def _train_job(
     """Train one job's levels together; one stored Level per level."""
     job = Job()
     for level in levels:
-        level_masks = masks if level == 0 or exp.pruning.strategy == "iterative" else (
-            prune_tickets(exp, dense, [dense_mask(exp.network)] * exp.trials, rounds=level)
-        )
-        level_job(exp, level, level_masks, start, job)
+        level_job(exp, level, level_masks[level], start, job)
     k = exp.pruning.rewind_iteration
     first = 0 if levels == [0] else k
     bar = _progress_bar(exp, levels, len(job.members), max_members, first) if progress else None
@@ -157,7 +228,7 @@ def _train_job(
             if k:
                 tensors["rewind"] = [r.snapshot for r in tickets]
         if level == 0 or exp.pruning.strategy == "iterative":
-            next_masks = prune_tickets(exp, [r.final_weights for r in tickets], masks)
+            next_masks = prune_tickets(exp, [r.final_weights for r in tickets], level_masks[level])
             tensors["next_masks"] = [pack_mask(m) for m in next_masks]
         out.append(Level(level_records, tensors))
     return out

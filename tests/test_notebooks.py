@@ -1,0 +1,137 @@
+"""The notebooks: parameters cells, parameter validation, clean metadata, and nbval biting."""
+
+import ast
+import copy
+import dataclasses
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from lth_lib.regenerate import NOTEBOOKS, clean_notebook, main, notebook_names
+from lth_lib.scales import SCALE_OVERRIDES, SCALES, NotebookParameters, notebook_parameters, scaled_experiment
+
+PROJECT = NOTEBOOKS.parent
+FIELDS = {f.name for f in dataclasses.fields(NotebookParameters)}
+
+
+@pytest.fixture(params=notebook_names())
+def notebook(request) -> tuple[str, nbformat.NotebookNode]:
+    return request.param, nbformat.read(NOTEBOOKS / f"{request.param}.ipynb", as_version=4)
+
+
+def test_every_experiment_notebook_is_there():
+    assert notebook_names() == ["lenet_mnist", "conv_cifar10", "oneshot_vs_iterative", "controls", "weight_travel"]
+
+
+def test_each_notebook_has_one_parameters_cell_starting_with_the_scale(notebook):
+    name, nb = notebook
+    tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(tagged) == 1, name
+    assigned = [t.id for node in ast.parse(tagged[0].source).body for t in node.targets]
+    assert assigned[0] == "scale"
+    assert set(assigned) <= FIELDS, f"{name} declares parameters NotebookParameters does not know"
+
+
+def test_each_notebook_guards_outputs_and_ends_with_a_reading(notebook):
+    name, nb = notebook
+    checked = [c for c in nb.cells if c.cell_type == "code" and "NBVAL_CHECK_OUTPUT" in c.source]
+    assert checked and all(c.outputs for c in checked), f"{name}: guarded cells need stored outputs"
+    assert nb.cells[-1].cell_type == "markdown" and "Reading" in nb.cells[-1].source
+
+
+def test_notebooks_are_stored_clean(notebook):
+    name, nb = notebook
+    assert clean_notebook(copy.deepcopy(nb)) == nb, f"{name}: run python -m lth_lib.regenerate --refresh"
+    outputs = nbformat.writes(nb)
+    for machine_path in ("/home/", "/root/", "/tmp/", "/work/", "/Users/"):
+        assert machine_path not in outputs, f"{name} stores a machine path"
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            for output in cell.outputs:
+                assert output.get("name") != "stderr", f"{name}: stored stderr (a warning or a progress bar)"
+
+
+def test_notebook_parameters_reject_misspelt_names_and_bad_values():
+    namespace = {"scale": "smoke", "trails": 3, "os": os, "_hidden": 1, "In": []}
+    with pytest.raises(ValueError, match=r"unknown notebook parameter\(s\) 'trails'; parameters are: .*trials"):
+        notebook_parameters(namespace)
+    with pytest.raises(ValueError, match="unknown scale 'huge'; choose one of: smoke, cpu, paper"):
+        notebook_parameters({"scale": "huge"})
+    with pytest.raises(ValueError, match="unknown network 'conv8'"):
+        notebook_parameters({"scale": "cpu", "networks": "conv2,conv8"})
+    with pytest.raises(ValueError, match="rounds must be a positive integer"):
+        notebook_parameters({"scale": "cpu", "rounds": 0})
+    params = notebook_parameters({"scale": "smoke", "networks": "conv2, conv4", "trials": 2})
+    assert params.network_list == ["conv2", "conv4"]
+    assert params.experiment("conv2").trials == 2
+
+
+def test_every_scale_names_every_network_and_keeps_the_paper_protocol():
+    assert set(SCALE_OVERRIDES) == set(SCALES)
+    for scale, networks in SCALE_OVERRIDES.items():
+        assert set(networks) == {"lenet300", "conv2", "conv4", "conv6"}
+        for network in networks:
+            exp = scaled_experiment(network, scale)
+            paper = scaled_experiment(network, "paper")
+            assert (exp.training.lr, exp.training.batch_size, exp.rates) == (
+                paper.training.lr, paper.training.batch_size, paper.rates,
+            )
+    lenet = scaled_experiment("lenet300", "paper")
+    assert (lenet.training.iterations, lenet.trials, lenet.pruning.rounds, lenet.training.eval_examples) == (
+        50_000, 5, 20, None,
+    )
+
+
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["--scale", "huge"], "unknown scale 'huge'"),
+        (["lenet", "--scale", "smoke"], "unknown notebook(s) lenet; notebooks: lenet_mnist"),
+        (["--scale", "smoke", "-p", "trails", "3"], "unknown notebook parameter(s) trails; parameters are:"),
+        (["--scale", "smoke", "-p", "networks", "vgg"], "unknown network 'vgg'"),
+    ],
+)
+def test_regenerate_refuses_bad_requests_before_running_anything(argv, message, capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(argv)
+    assert stop.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_papermill_with_a_misspelt_parameter_fails_at_once(tmp_path):
+    papermill = pytest.importorskip("papermill")
+    with pytest.raises(papermill.PapermillExecutionError, match=r"unknown notebook parameter\(s\) 'trails'"):
+        papermill.execute_notebook(
+            NOTEBOOKS / "weight_travel.ipynb", tmp_path / "out.ipynb",
+            parameters={"scale": "smoke", "trails": 3, "results_root": str(tmp_path)},
+            kernel_name="python3", progress_bar=False, cwd=str(NOTEBOOKS),
+        )
+
+
+def _nbval(path: Path, results: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "LTH_SCALE": "smoke", "LTH_RESULTS": str(results)}
+    command = [
+        sys.executable, "-m", "pytest", str(path), "--nbval-lax", "--nbval-current-env", "-q", "-p", "no:cacheprovider",
+        "--nbval-sanitize-with", str(NOTEBOOKS / "nbval-sanitize.cfg"), "--rootdir", str(path.parent),
+    ]
+    return subprocess.run(command, env=env, capture_output=True, text=True, cwd=path.parent)
+
+
+def test_nbval_fails_when_a_result_bearing_value_changes_and_passes_when_restored(tmp_path):
+    pytest.importorskip("nbval")
+    original = (NOTEBOOKS / "lenet_mnist.ipynb").read_text()
+    target = 'params.experiment("lenet300", controls=("reinit", "random_prune"))'
+    assert target in original
+    changed = original.replace(target, 'params.experiment("lenet300", controls=("reinit", "random_prune"), fc_rate=0.25)')
+    copy_path = tmp_path / "lenet_mnist.ipynb"
+    copy_path.write_text(changed)
+    bitten = _nbval(copy_path, tmp_path / "results-changed")
+    assert bitten.returncode != 0, bitten.stdout[-2000:]
+    assert "fc1 0.25" in bitten.stdout  # the guarded schedule shows the changed rate
+    copy_path.write_text(original)
+    restored = _nbval(copy_path, tmp_path / "results-restored")
+    assert restored.returncode == 0, restored.stdout[-3000:]
