@@ -119,16 +119,19 @@ def plot_training_curves(
     """`metric` over training iterations, one line per pruning level (default: about five
     spread over the run, level 0 included), as in the paper's Figure 3. Lines are the mean
     over trials with a min-max band; `kind` picks tickets or a control (dashed). Controls
-    are not trained at level 0, so there the dense network is drawn (solid)."""
+    are not trained at level 0, so there the dense network is drawn (solid). Accuracy axes
+    zoom in on the values after the first tenth of training, as the paper's figures do."""
     curves = results.curves()
     levels = default_levels(results.experiment.pruning.rounds) if levels is None else list(levels)
     if ax is None:
         _, ax = plt.subplots(figsize=(6, 4.2))
+    settled = []
     for i, level in enumerate(levels):
         rows = curves[(curves.level == level) & (curves.kind == (kind if level else "ticket"))]
         if rows.empty:
             raise ValueError(f"no {kind!r} curves at level {level} (levels run 0-{curves.level.max()})")
         stats = rows.groupby("iteration")[metric].agg(["mean", "min", "max"])
+        settled.append(stats)
         color = f"C{i % 10}"
         dashed = kind != "ticket" and level != 0
         ax.plot(
@@ -136,6 +139,8 @@ def plot_training_curves(
             label=_percent(rows.percent_remaining.mean()),
         )
         ax.fill_between(stats.index, stats["min"], stats["max"], color=color, alpha=0.15, linewidth=0)
+    if metric.endswith("acc"):
+        _zoom(ax, settled)
     ax.set_xlabel("Training iterations")
     ax.set_ylabel(METRIC_LABELS.get(metric, metric))
     title = "% weights remaining" + ("" if kind == "ticket" else f" ({KIND_NAMES.get(kind, kind)})")
@@ -265,12 +270,15 @@ def controls_figure(results: Results, scale: str | None = None) -> Figure:
     plot_early_stop_iteration(results, ax=iterations)
     plot_early_stop_accuracy(results, ax=accuracy)
     level = results.level_near(21.1)
+    settled = []
     for i, kind in enumerate(("ticket",) + results.experiment.controls):
         rows = results.curves().query("level == @level and kind == @kind")
         stats = rows.groupby("iteration")["test_acc"].agg(["mean", "min", "max"])
+        settled.append(stats)
         style = "-" if kind == "ticket" else "--"
         curves.plot(stats.index, stats["mean"], color=f"C{i}", linestyle=style, label=KIND_NAMES.get(kind, kind))
         curves.fill_between(stats.index, stats["min"], stats["max"], color=f"C{i}", alpha=0.15, linewidth=0)
+    _zoom(curves, settled)
     curves.set_title(f"{_percent(results.percent_remaining(level))}% of weights remaining", fontsize="medium")
     curves.set_xlabel("Training iterations")
     curves.set_ylabel(METRIC_LABELS["test_acc"])
@@ -302,6 +310,15 @@ def travel_figure(travel: pd.DataFrame, results: Results, level: int, scale: str
         ax.grid(alpha=0.3)
     stamp(fig, results.experiment, scale)
     return fig
+
+
+def _zoom(ax: Axes, lines: list[pd.DataFrame]) -> None:
+    """Zoom an accuracy axis in on where curves differ, as the paper's figures do: the
+    range of each line's min..max once its first tenth of training is over."""
+    settled = [s[s.index >= s.index.max() / 10] for s in lines]
+    low, high = min(s["min"].min() for s in settled), max(s["max"].max() for s in settled)
+    pad = 0.08 * (high - low) or 0.01
+    ax.set_ylim(low - pad, min(1.0, high + pad))
 
 
 def _tickets_only(results: Results) -> Results:

@@ -4,7 +4,7 @@
 - `cpu`: the README's default; every notebook together in about an hour on 2 cores.
   The paper's protocol (networks, optimiser, learning rate, batch 60, pruning rates,
   rewinding to theta_0, controls) with fewer iterations (LeNet 5K of 50K; Conv 300/200
-  of 20K-30K), rounds (LeNet 12, to 7%; Conv 3/2) and trials (2 LeNet, 1 Conv; 1 control
+  of 20K-30K), rounds (LeNet 12, to 7%; Conv-2/4/6 3/2/1) and trials (2 LeNet, 1 Conv; 1 control
   network per ticket), and validation/test metrics on random subsets (2,000 examples of
   each for LeNet, 500 for Conv) instead of all 5,000/10,000.
 - `paper`: the protocol of PAPER.md (5 trials, 3 random reinits per ticket, full
@@ -40,7 +40,7 @@ SCALE_OVERRIDES: dict[str, dict[str, dict]] = {
         "lenet300": dict(iterations=5000, eval_every=100, eval_examples=2000, rounds=12, trials=2),
         "conv2": dict(iterations=300, eval_every=50, eval_examples=500, rounds=3, trials=1),
         "conv4": dict(iterations=200, eval_every=50, eval_examples=500, rounds=2, trials=1),
-        "conv6": dict(iterations=200, eval_every=50, eval_examples=500, rounds=2, trials=1),
+        "conv6": dict(iterations=200, eval_every=50, eval_examples=500, rounds=1, trials=1),
     },
     "paper": {
         "lenet300": dict(rounds=20, trials=5, control_trials=3),

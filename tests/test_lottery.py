@@ -109,3 +109,15 @@ def test_identity_is_stable_across_processes_and_changes_with_every_field():
     identities = {c.identity() for c in changed} | {exp.identity()}
     assert len(identities) == len(changed) + 1
     assert isinstance(exp, Experiment)
+
+
+def test_drivers_give_the_same_results_with_and_without_ensembles(synthetic):
+    exp = paper_experiment("lenet300", controls=("reinit", "random_prune"), trials=2, **TINY)
+    together = run(exp, synthetic, store=False, progress=False).records  # 6 networks per round as one
+    alone = run(exp, synthetic, store=False, progress=False, max_members=1).records  # one at a time
+    assert [(r.kind, r.trial, r.level, r.layer_remaining) for r in together] == [
+        (r.kind, r.trial, r.level, r.layer_remaining) for r in alone
+    ]
+    for a, b in zip(together, alone):
+        assert a.curve["val_loss"] == pytest.approx(b.curve["val_loss"], rel=1e-4)
+        assert a.early_stop_test_acc == pytest.approx(b.early_stop_test_acc, abs=0.011)
