@@ -123,15 +123,18 @@ def _nbval(path: Path, results: Path) -> subprocess.CompletedProcess:
 
 def test_nbval_fails_when_a_result_bearing_value_changes_and_passes_when_restored(tmp_path):
     pytest.importorskip("nbval")
-    original = (NOTEBOOKS / "lenet_mnist.ipynb").read_text()
+    original = nbformat.read(NOTEBOOKS / "lenet_mnist.ipynb", as_version=4)
     target = 'params.experiment("lenet300", controls=("reinit", "random_prune"))'
-    assert target in original
-    changed = original.replace(target, 'params.experiment("lenet300", controls=("reinit", "random_prune"), fc_rate=0.25)')
+    [cell] = [c for c in original.cells if target in c.source]
+    changed = copy.deepcopy(original)
+    changed.cells[original.cells.index(cell)].source = cell.source.replace(
+        target, 'params.experiment("lenet300", controls=("reinit", "random_prune"), fc_rate=0.25)'
+    )
     copy_path = tmp_path / "lenet_mnist.ipynb"
-    copy_path.write_text(changed)
+    nbformat.write(changed, copy_path)
     bitten = _nbval(copy_path, tmp_path / "results-changed")
     assert bitten.returncode != 0, bitten.stdout[-2000:]
     assert "fc1 0.25" in bitten.stdout  # the guarded schedule shows the changed rate
-    copy_path.write_text(original)
+    nbformat.write(original, copy_path)
     restored = _nbval(copy_path, tmp_path / "results-restored")
     assert restored.returncode == 0, restored.stdout[-3000:]
