@@ -23,7 +23,6 @@ from lth_lib.data import Dataset
 from lth_lib.models import Network, architecture, count_prunable, glorot_init
 from lth_lib.pruning import (
     PAPER_RATES,
-    surviving_counts,
     Mask,
     check_rate,
     dense_mask,
@@ -32,6 +31,7 @@ from lth_lib.pruning import (
     mask_counts,
     random_prune,
     remaining_fraction,
+    surviving_counts,
 )
 from lth_lib.seeding import derive_seed, generator
 from lth_lib.train import PAPER_PROTOCOL, Member, TrainingHparams, TrainResult, train

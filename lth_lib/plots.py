@@ -12,6 +12,8 @@ control's networks); error bars and bands span the minimum and maximum, as in th
 
 from __future__ import annotations
 
+import dataclasses
+
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -271,8 +273,9 @@ def controls_figure(results: Results, scale: str | None = None) -> Figure:
     plot_early_stop_accuracy(results, ax=accuracy)
     level = results.level_near(21.1)
     settled = []
+    curves_at_level = results.curves().query("level == @level")
     for i, kind in enumerate(("ticket",) + results.experiment.controls):
-        rows = results.curves().query("level == @level and kind == @kind")
+        rows = curves_at_level[curves_at_level.kind == kind]
         stats = rows.groupby("iteration")["test_acc"].agg(["mean", "min", "max"])
         settled.append(stats)
         style = "-" if kind == "ticket" else "--"
@@ -324,4 +327,4 @@ def _zoom(ax: Axes, lines: list[pd.DataFrame]) -> None:
 def _tickets_only(results: Results) -> Results:
     """`results` without its control networks."""
     records = [r for r in results.records if r.kind == "ticket"]
-    return Results(results.experiment, records, results.directory, results.dense_weights, results.masks)
+    return dataclasses.replace(results, records=records)

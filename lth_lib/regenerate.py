@@ -17,7 +17,6 @@ run to run (execution timestamps, papermill metadata, the Python version).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import datetime
 import os
 import platform
@@ -28,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from lth_lib.scales import SCALES, NotebookParameters, check_scale, default_scale
+from lth_lib.scales import SCALES, NotebookParameters, check_parameter_names, check_scale, default_scale
 
 PROJECT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = PROJECT / "notebooks"
@@ -57,10 +56,7 @@ def check_request(names: list[str], parameters: dict) -> None:
     unknown = [n for n in names if n not in known]
     if unknown:
         raise ValueError(f"unknown notebook(s) {', '.join(unknown)}; notebooks: {', '.join(known)}")
-    fields = {f.name for f in dataclasses.fields(NotebookParameters)}
-    unknown = sorted(set(parameters) - fields)
-    if unknown:
-        raise ValueError(f"unknown notebook parameter(s) {', '.join(unknown)}; parameters are: {', '.join(sorted(fields))}")
+    check_parameter_names(parameters)
     NotebookParameters(**parameters)  # bad values raise here
 
 

@@ -46,6 +46,7 @@ class Results:
     experiment: Experiment
     records: list[Record]
     directory: Path | None
+    initial_weights: list[dict]  # each trial's theta_0
     dense_weights: list[dict]  # each trial's trained dense network (level 0)
     masks: dict[int, list[Mask]]  # level -> each trial's ticket mask
 
@@ -76,10 +77,6 @@ class Results:
         if not pruned:
             raise ValueError("this experiment has no pruned levels")
         return min(pruned, key=lambda level: abs(self.percent_remaining(level) - percent))
-
-    def initial_weights(self) -> list[dict]:
-        """Each trial's theta_0 (regenerated from its seed)."""
-        return [glorot_init(Network(self.experiment.network), seed) for seed in self.experiment.seeds]
 
     def curves(self) -> pd.DataFrame:
         """Tidy curves: one row per member, level and evaluation point."""
@@ -186,7 +183,7 @@ def run(
                 masks = [unpack_mask(m) for m in result.tensors["next_masks"]]
     if directory is not None:
         write_tables(directory, records)
-    return Results(exp, records, directory, dense, level_masks)
+    return Results(exp, records, directory, theta0, dense, level_masks)
 
 
 def _level_masks(exp: Experiment, level: int, masks: list[Mask], dense: list[dict] | None) -> list[Mask]:

@@ -124,14 +124,23 @@ class NotebookParameters:
 _IPYTHON_NAMES = {"In", "Out", "get_ipython", "exit", "quit", "open"}
 
 
-def notebook_parameters(namespace: dict, **defaults) -> NotebookParameters:
+def check_parameter_names(names) -> None:
+    """A clear error naming every parameter in `names` that NotebookParameters lacks."""
+    fields = {f.name for f in dataclasses.fields(NotebookParameters)}
+    unknown = sorted(set(names) - fields)
+    if unknown:
+        raise ValueError(
+            f"unknown notebook parameter(s) {', '.join(map(repr, unknown))}; "
+            f"parameters are: {', '.join(sorted(fields))}"
+        )
+
+
+def notebook_parameters(namespace: dict) -> NotebookParameters:
     """The notebook's parameters from its globals, after papermill's injection.
 
     Every public plain value (str, int, float, bool, None) in `namespace` must be a
     parameter: a misspelt `-p trails 3` is an error naming the known parameters.
-    `defaults` are the notebook's own defaults for parameters left as None.
     """
-    fields = {f.name for f in dataclasses.fields(NotebookParameters)}
     values = {
         name: value
         for name, value in namespace.items()
@@ -140,13 +149,5 @@ def notebook_parameters(namespace: dict, **defaults) -> NotebookParameters:
         and not isinstance(value, types.ModuleType)
         and (value is None or isinstance(value, (str, int, float, bool)))
     }
-    unknown = sorted(set(values) - fields)
-    if unknown:
-        raise ValueError(
-            f"unknown notebook parameter(s) {', '.join(map(repr, unknown))}; "
-            f"parameters are: {', '.join(sorted(fields))}"
-        )
-    for name, value in defaults.items():
-        if values.get(name) in (None, ""):
-            values[name] = value
+    check_parameter_names(values)
     return NotebookParameters(**values)

@@ -22,7 +22,7 @@ def weight_travel(results: Results, level: int) -> pd.DataFrame:
         raise ValueError(f"level must be one of the pruned levels {sorted(results.masks)[1:]}, got {level}")
     frames = []
     for trial, (initial, final, mask) in enumerate(
-        zip(results.initial_weights(), results.dense_weights, results.masks[level])
+        zip(results.initial_weights, results.dense_weights, results.masks[level])
     ):
         initial, final = weights_of(initial), weights_of(final)
         for layer, kept in mask.items():

@@ -91,7 +91,7 @@ def test_every_scale_names_every_network_and_keeps_the_paper_protocol():
     [
         (["--scale", "huge"], "unknown scale 'huge'"),
         (["lenet", "--scale", "smoke"], "unknown notebook(s) lenet; notebooks: lenet_mnist"),
-        (["--scale", "smoke", "-p", "trails", "3"], "unknown notebook parameter(s) trails; parameters are:"),
+        (["--scale", "smoke", "-p", "trails", "3"], "unknown notebook parameter(s) 'trails'; parameters are:"),
         (["--scale", "smoke", "-p", "networks", "vgg"], "unknown network 'vgg'"),
     ],
 )

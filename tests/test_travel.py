@@ -21,7 +21,7 @@ def test_weight_travel_splits_the_dense_weights_by_the_ticket_mask(results):
     kept = travel.groupby("trial").in_ticket.sum()
     assert list(kept) == [sum(int(m.sum()) for m in mask.values()) for mask in results.masks[2]]
     first = travel[(travel.trial == 0) & (travel.layer == "fc1")]
-    theta0 = results.initial_weights()[0]["layers.fc1.weight"].flatten()
+    theta0 = results.initial_weights[0]["layers.fc1.weight"].flatten()
     trained = results.dense_weights[0]["layers.fc1.weight"].flatten()
     assert torch.equal(torch.from_numpy(first.initial.to_numpy()), theta0)
     assert torch.equal(torch.from_numpy(first.travel.to_numpy()), (trained - theta0).abs())
