@@ -27,7 +27,9 @@ from pathlib import Path
 
 import torch
 
+from lth_lib.data import DATA_ENV
 from lth_lib.scales import SCALES, NotebookParameters, check_parameter_names, check_scale, default_scale
+from lth_lib.store import RESULTS_ENV
 
 PROJECT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = PROJECT / "notebooks"
@@ -172,6 +174,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--refresh", action="store_true",
                         help="re-store the notebooks' reference outputs (smoke scale, in place) and exit")
     args = parser.parse_args(argv)
+    for variable in (DATA_ENV, RESULTS_ENV):  # kernels run in notebooks/: pass them absolute paths
+        if os.environ.get(variable):
+            os.environ[variable] = str(Path(os.environ[variable]).resolve())
     if args.refresh:
         names = args.notebooks or notebook_names()
         check_request(names, {})
