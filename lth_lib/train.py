@@ -195,6 +195,9 @@ class TrainStep:
         self.exp_avg_sqs = [torch.zeros_like(p) for p in self.params]
         self.step_count = torch.zeros((), dtype=torch.float32, device=self.params[0].device)
         self.steps = [self.step_count] * len(self.params)  # one shared counter
+        # views for the manual pass, made once rather than every step
+        self.weights_t = [w.detach().mT for w in self.weights]
+        self.biases = [layer.bias.detach().unsqueeze(1) for layer in self.layers]
 
     def __call__(self, x_all: torch.Tensor, y_all: torch.Tensor, idx: torch.Tensor) -> None:
         flat = idx.reshape(-1)
@@ -222,15 +225,14 @@ class TrainStep:
     def _fc_backward(self, x: torch.Tensor, y: torch.Tensor) -> None:
         """Gradients of sum_k mean-cross-entropy_k for a fully connected stack, written
         into each parameter's `.grad` buffer. x: [K, B, in]; y: [K, B]."""
-        layers = self.layers
         inputs = [x]
-        for layer in layers[:-1]:
-            inputs.append(torch.baddbmm(layer.bias.unsqueeze(1), inputs[-1], layer.weight.mT).relu_())
-        logits = torch.baddbmm(layers[-1].bias.unsqueeze(1), inputs[-1], layers[-1].weight.mT)
+        for weight_t, bias in zip(self.weights_t[:-1], self.biases[:-1]):
+            inputs.append(torch.baddbmm(bias, inputs[-1], weight_t).relu_())
+        logits = torch.baddbmm(self.biases[-1], inputs[-1], self.weights_t[-1])
         g = torch.softmax(logits, -1)  # d loss / d logits = (softmax - onehot) / B
         g.scatter_add_(-1, y.unsqueeze(-1), torch.full_like(g[..., :1], -1.0)).mul_(1.0 / x.shape[1])
-        for i in range(len(layers) - 1, -1, -1):
-            layer, a = layers[i], inputs[i]
+        for i in range(len(inputs) - 1, -1, -1):
+            layer, a = self.layers[i], inputs[i]
             torch.bmm(g.mT, a, out=layer.weight.grad)
             torch.sum(g, 1, out=layer.bias.grad)
             if i > 0:  # ReLU's backward, as autograd does it (zero where the output is 0)
