@@ -39,6 +39,17 @@ from lth_lib.store import (
 DEFAULT_MAX_MEMBERS = 16
 
 
+def default_max_members(network: str, device: str | torch.device) -> int:
+    """How many networks a job trains at once unless told: DEFAULT_MAX_MEMBERS, except for
+    convolutional networks on a CPU, which train one at a time: there the grouped
+    convolution that stacks them is slower per network than a single network's
+    (benchmarks/: Conv-2 on 2 cores, 5 stacked ran at 0.78x the reference loop's
+    network-steps/s, one alone at 1.24x)."""
+    if architecture(network).conv and torch.device(device).type == "cpu":
+        return 1
+    return DEFAULT_MAX_MEMBERS
+
+
 @dataclass
 class Results:
     """A finished experiment: its records, and where they are stored (None: not stored)."""
@@ -136,23 +147,25 @@ def run(
     results_root: str | Path | None = None,
     store: bool = True,
     device: str | torch.device | None = None,
-    max_members: int = DEFAULT_MAX_MEMBERS,
+    max_members: int | None = None,
     progress: bool = True,
 ) -> Results:
     """Run `exp`, reusing every finished level in the store and continuing from the first
-    unfinished one. `data` (a Dataset) overrides loading from `data_root`/LTH_DATA."""
+    unfinished one. `data` (a Dataset) overrides loading from `data_root`/LTH_DATA.
+    `max_members` networks train at once as one ensemble (default: `default_max_members`)."""
     dataset = architecture(exp.network).dataset
     copy = data.copy if data is not None else data_copy(dataset, data_root)  # fails early if missing
     if exp.data_copy and exp.data_copy != copy:
         raise ValueError(f"experiment asks for data copy {exp.data_copy!r} but the data found is {copy!r}")
     exp = dataclasses.replace(exp, data_copy=copy)
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    max_members = default_max_members(exp.network, device) if max_members is None else max_members
     if max_members < 1:
         raise ValueError(f"max_members must be at least 1, got {max_members}")
     directory = experiment_dir(exp, results_root) if store else None
     if directory is not None:
         check_writable(directory)
         write_description(directory, exp, max_members)
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     loaded: list[Dataset] = []
 
     def get_data() -> Dataset:

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from lth_lib.lottery import Experiment, level_job, paper_experiment, prune_tickets
-from lth_lib.runner import run
+from lth_lib.runner import DEFAULT_MAX_MEMBERS, default_max_members, run
 from lth_lib.models import Network, glorot_init
 from lth_lib.pruning import dense_mask, mask_counts
 
@@ -121,3 +121,9 @@ def test_drivers_give_the_same_results_with_and_without_ensembles(synthetic):
     for a, b in zip(together, alone):
         assert a.curve["val_loss"] == pytest.approx(b.curve["val_loss"], rel=1e-4)
         assert a.early_stop_test_acc == pytest.approx(b.early_stop_test_acc, abs=0.011)
+
+
+def test_conv_networks_train_one_at_a_time_on_cpu_only():
+    assert default_max_members("conv2", "cpu") == 1  # stacked grouped conv is slower there
+    assert default_max_members("conv6", torch.device("cuda")) == DEFAULT_MAX_MEMBERS
+    assert default_max_members("lenet300", "cpu") == DEFAULT_MAX_MEMBERS
