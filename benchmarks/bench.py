@@ -275,8 +275,8 @@ def main(argv: list[str] | None = None) -> int:
         "",
         f"- date: {datetime.datetime.now().isoformat(timespec='seconds')}; torch {torch.__version__}; "
         f"device {device}; threads {torch.get_num_threads()}; cores {os.cpu_count()}; batch {BATCH}",
-        f"- load average before/after: {load_before[0]:.2f} / {os.getloadavg()[0]:.2f} "
-        "(anything above 0 means other work shared the machine)",
+        f"- 1-minute load average before/after: {load_before[0]:.2f} / {os.getloadavg()[0]:.2f} "
+        f"(the run itself adds up to {torch.get_num_threads()}; before > 0 means other work had just run)",
         f"- matmul roofline rate (best square fp32 mm in this run): {peak / 1e9:,.1f} GFLOP/s; "
         + ", ".join(f"mm {c.label.split()[1]}: {c.flops / c.seconds / 1e9:,.1f}" for c in peak_cases),
         f"- repeats: {repeats} (conv: {min(repeats, 3)}), median; `python benchmarks/bench.py"
