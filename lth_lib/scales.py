@@ -1,7 +1,7 @@
 """The scales every notebook runs at, in one place, and the notebooks' parameters.
 
 - `smoke`: seconds per notebook; for tests and nbval.
-- `cpu`: the README's default; every notebook together in 1-1.5 hours on 2 cores.
+- `cpu`: the README's default; every notebook together in about an hour on 2 cores.
   The paper's protocol (networks, optimiser, learning rate, batch 60, pruning rates,
   rewinding to theta_0, controls) with fewer iterations (LeNet 5K of 50K; Conv 300/200
   of 20K-30K), rounds (LeNet 12, to 7%; Conv-2/4/6 3/2/1) and trials (2 LeNet, 1 Conv; 1 control
