@@ -23,8 +23,8 @@ def test_weight_travel_splits_the_dense_weights_by_the_ticket_mask(results):
     first = travel[(travel.trial == 0) & (travel.layer == "fc1")]
     theta0 = results.initial_weights[0]["layers.fc1.weight"].flatten()
     trained = results.dense_weights[0]["layers.fc1.weight"].flatten()
-    assert torch.equal(torch.from_numpy(first.initial.to_numpy()), theta0)
-    assert torch.equal(torch.from_numpy(first.travel.to_numpy()), (trained - theta0).abs())
+    assert torch.equal(torch.tensor(first.initial.to_numpy()), theta0)
+    assert torch.equal(torch.tensor(first.travel.to_numpy()), (trained - theta0).abs())
     summary = travel_summary(travel)
     assert set(summary.layer) == {"fc1", "fc2", "fc3"} and summary.weights.sum() == len(travel)
     with pytest.raises(ValueError, match="level must be one of the pruned levels"):
