@@ -46,16 +46,17 @@ STAMP_GID = "lth-stamp"
 STAMP_FONTSIZE = 7.0
 
 
-def scale_caption(exp: Experiment, scale: str | None = None) -> str:
+def scale_caption(exp: Experiment, scale: str | None = None, strategy: str | None = None) -> str:
     """One line naming what a figure shows, e.g. "lenet300 · iterative · 1,000 iterations ·
     3 rounds · 2 trials (+1 reinit, +1 random_prune per ticket) · data mnist-torchvision ·
-    scale cpu". `scale` (a free-form name for the run's size) is left out when None."""
+    scale cpu". `scale` (a free-form name for the run's size) is left out when None;
+    `strategy` replaces the experiment's own (e.g. "iterative vs one-shot")."""
     trials = f"{exp.trials:,} trial{'s' if exp.trials != 1 else ''}"
     if exp.controls:
         trials += " (" + ", ".join(f"+{exp.control_trials} {c}" for c in exp.controls) + " per ticket)"
     parts = [
         exp.network,
-        STRATEGY_NAMES.get(exp.pruning.strategy, exp.pruning.strategy),
+        strategy or STRATEGY_NAMES.get(exp.pruning.strategy, exp.pruning.strategy),
         f"{exp.training.iterations:,} iterations",
         f"{exp.pruning.rounds:,} round{'s' if exp.pruning.rounds != 1 else ''}",
         trials,
@@ -69,13 +70,13 @@ def scale_caption(exp: Experiment, scale: str | None = None) -> str:
     return " · ".join(parts)
 
 
-def stamp(fig: Figure, exp: Experiment, scale: str | None = None) -> None:
-    """Write `scale_caption(exp, scale)` as small grey text along the bottom of `fig`, and
-    lay the figure out to leave room for it. Stamping again replaces the caption."""
+def stamp(fig: Figure, exp: Experiment, scale: str | None = None, strategy: str | None = None) -> None:
+    """Write `scale_caption(exp, scale, strategy)` as small grey text along the bottom of
+    `fig`, and lay the figure out to leave room for it. Stamping again replaces the caption."""
     for text in [t for t in fig.texts if t.get_gid() == STAMP_GID]:
         text.remove()
     fig.text(
-        0.5, 0.005, scale_caption(exp, scale), ha="center", va="bottom",
+        0.5, 0.005, scale_caption(exp, scale, strategy), ha="center", va="bottom",
         fontsize=STAMP_FONTSIZE, color="0.45", gid=STAMP_GID, wrap=True,
     )
     room = min(0.25, 2.6 * STAMP_FONTSIZE / 72 / fig.get_figheight())  # two lines of caption
@@ -261,7 +262,9 @@ def strategy_figure(results: Mapping[str, Results], scale: str | None = None) ->
         tickets = _tickets_only(result)
         plot_early_stop_iteration(tickets, ax=iterations, label=name, colors={"ticket": f"C{i}"})
         plot_early_stop_accuracy(tickets, ax=accuracy, label=name, colors={"ticket": f"C{i}"})
-    stamp(fig, next(iter(results.values())).experiment, scale)
+    # only the tickets are drawn, so the caption names the strategies and no controls
+    first = next(iter(results.values())).experiment
+    stamp(fig, dataclasses.replace(first, controls=()), scale, strategy=" vs ".join(results))
     return fig
 
 

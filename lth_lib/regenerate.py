@@ -6,8 +6,9 @@
     python -m lth_lib.regenerate --refresh            # re-store the notebooks' smoke outputs
 
 Executed notebooks go to out/<scale>/ (git-ignored), figures to figures/ (PNG and SVG),
-and the wall time of each notebook to figures/timings-<scale>.md. Finished rounds come
-from the results store, so a second regeneration at the same scale only re-plots.
+and, when every notebook ran, the wall time of each to figures/timings-<scale>.md.
+Finished rounds come from the results store, so a second regeneration at the same scale
+only re-plots.
 
 `--refresh` re-executes the committed notebooks in place at `smoke` scale (the reference
 outputs nbval compares against) in a fresh results store, and strips what changes from
@@ -201,11 +202,14 @@ def main(argv: list[str] | None = None) -> int:
     figures_dir = args.figures.resolve()
 
     outcomes = regenerate(names, scale, parameters, out_dir, figures_dir)
-    timings = write_timings(outcomes, scale, figures_dir)
+    if set(names) == set(notebook_names()):
+        written = f"written to {write_timings(outcomes, scale, figures_dir).name}"
+    else:  # a subset's times would replace the whole run's
+        written = f"a subset: timings-{scale}.md left as it was"
     print(f"\nSummary (scale {scale}; executed notebooks in {out_dir}, figures in {figures_dir}):")
     for o in outcomes:
         print(f"  {o.notebook:<24}{_minutes(o.seconds):>10}  {'ok' if o.error is None else 'FAILED: ' + o.error}")
-    print(f"  {'total':<24}{_minutes(sum(o.seconds for o in outcomes)):>10}   (written to {timings.name})")
+    print(f"  {'total':<24}{_minutes(sum(o.seconds for o in outcomes)):>10}   ({written})")
     failed = [o.notebook for o in outcomes if o.error is not None]
     if failed:
         print(f"failed: {', '.join(failed)} (see {out_dir} for the executed notebooks)", file=sys.stderr)

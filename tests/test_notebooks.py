@@ -138,3 +138,17 @@ def test_nbval_fails_when_a_result_bearing_value_changes_and_passes_when_restore
     nbformat.write(original, copy_path)
     restored = _nbval(copy_path, tmp_path / "results-restored")
     assert restored.returncode == 0, restored.stdout[-3000:]
+
+
+def test_only_a_full_regeneration_rewrites_the_timings(tmp_path, monkeypatch, capsys):
+    import lth_lib.regenerate as regenerate
+
+    ran = lambda names, *args: [regenerate.Outcome(name, 1.0) for name in names]  # noqa: E731
+    monkeypatch.setattr(regenerate, "regenerate", ran)
+    common = ["--scale", "smoke", "--figures", str(tmp_path), "--out", str(tmp_path / "out")]
+    assert main(["controls", *common]) == 0
+    assert not (tmp_path / "timings-smoke.md").exists()
+    assert "a subset: timings-smoke.md left as it was" in capsys.readouterr().out
+    assert main(common) == 0
+    rows = (tmp_path / "timings-smoke.md").read_text()
+    assert all(f"| {name} | 0m01s | ok |" in rows for name in notebook_names())

@@ -16,6 +16,7 @@ from lth_lib.plots import (  # noqa: E402
     save_figure,
     scale_caption,
     stamp,
+    strategy_figure,
 )
 from lth_lib.runner import run  # noqa: E402
 
@@ -154,3 +155,11 @@ def test_percent_ticks_are_thinned_levels_ending_at_the_sparsest():
     _percent_axis(ax)
     labels = [t.get_text() for t in ax.get_xticklabels()]
     assert labels == ["100", "51.3", "26.3", "13.5", "7.0", "3.6", "1.9", "1.2"]  # the paper's digits
+
+
+def test_strategy_figure_caption_names_both_strategies_and_no_controls(results):
+    fig = strategy_figure({"iterative": results, "one-shot": results}, scale="test")
+    [text] = fig.texts
+    assert text.get_text() == (
+        "lenet300 · iterative vs one-shot · 20 iterations · 3 rounds · 2 trials · data synthetic · scale test"
+    )
