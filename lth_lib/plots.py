@@ -13,7 +13,6 @@ control's networks); error bars and bands span the minimum and maximum, as in th
 from __future__ import annotations
 
 import dataclasses
-
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 

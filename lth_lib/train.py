@@ -195,9 +195,9 @@ class TrainStep:
         self.exp_avg_sqs = [torch.zeros_like(p) for p in self.params]
         self.step_count = torch.zeros((), dtype=torch.float32, device=self.params[0].device)
         self.steps = [self.step_count] * len(self.params)  # one shared counter
-        # views for the manual pass, made once rather than every step
-        self.weights_t = [w.detach().mT for w in self.weights]
-        self.biases = [layer.bias.detach().unsqueeze(1) for layer in self.layers]
+        if self.manual:  # views for the manual pass, made once rather than every step
+            self.weights_t = [layer.weight.detach().mT for layer in self.layers]
+            self.biases = [layer.bias.detach().unsqueeze(1) for layer in self.layers]
 
     def __call__(self, x_all: torch.Tensor, y_all: torch.Tensor, idx: torch.Tensor) -> None:
         flat = idx.reshape(-1)
