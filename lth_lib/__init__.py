@@ -43,7 +43,7 @@ from lth_lib.pruning import (
     sparsity_report,
     surviving_counts,
 )
-from lth_lib.runner import Results, control_gaps, plan, run, summary_text
+from lth_lib.runner import Results, control_gaps, plan, run, summary_text, trained_text
 from lth_lib.scales import SCALES, NotebookParameters, default_scale, notebook_parameters, scaled_experiment
 from lth_lib.store import RESULTS_ENV, experiment_dir, results_root
 from lth_lib.train import Member, TrainingHparams, TrainResult, early_stop, paper_training, train
@@ -107,6 +107,7 @@ __all__ = [
     "pruning_schedule",
     "control_gaps",
     "summary_text",
+    "trained_text",
     "controls_figure",
     "strategy_figure",
     "travel_figure",

@@ -1,7 +1,8 @@
 """MNIST and CIFAR-10 as tensors on the training device, and the validation split.
 
 Where the data comes from, in order: the `root` argument, the LTH_DATA environment
-variable, or torchvision's download into ~/.cache/lth/data. A local root may hold
+variable (a relative one is taken from the project root, see `lth_lib.paths`), or
+torchvision's download into ~/.cache/lth/data. A local root may hold
 torchvision's layouts (`MNIST/raw/...`, `cifar-10-batches-py/...`) or, for CIFAR-10,
 an ImageFolder copy `CIFAR-10-images/{train,test}/<class>/*.jpg`.
 
@@ -12,13 +13,13 @@ names none).
 from __future__ import annotations
 
 import functools
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from lth_lib.paths import env_path
 from lth_lib.seeding import generator
 
 DATA_ENV = "LTH_DATA"
@@ -59,8 +60,9 @@ def data_root(root: str | Path | None = None) -> tuple[Path, bool]:
     """The data folder and whether torchvision may download into it."""
     if root is not None:
         return Path(root), False
-    if os.environ.get(DATA_ENV):
-        return Path(os.environ[DATA_ENV]), False
+    from_env = env_path(DATA_ENV)
+    if from_env is not None:
+        return from_env, False
     return DEFAULT_ROOT, True
 
 
@@ -92,14 +94,11 @@ def load_dataset(name: str, root: str | Path | None = None, device: str | torch.
 
 @functools.lru_cache(maxsize=4)
 def _load_cpu(name: str, base: str, download: bool, copy: str) -> Dataset:
-    import torchvision
-
     if copy == "cifar10-jpeg-imagefolder":
         train_x, train_y = _read_image_folder(Path(base) / "CIFAR-10-images" / "train")
         test_x, test_y = _read_image_folder(Path(base) / "CIFAR-10-images" / "test")
     else:
-        cls = torchvision.datasets.MNIST if name == "mnist" else torchvision.datasets.CIFAR10
-        train, test = (cls(base, train=t, download=download) for t in (True, False))
+        train, test = _torchvision_splits(name, Path(base), download)
         (train_x, train_y), (test_x, test_y) = (
             (torch.as_tensor(np.asarray(d.data)), torch.as_tensor(np.asarray(d.targets))) for d in (train, test)
         )
@@ -115,6 +114,32 @@ def _load_cpu(name: str, base: str, download: bool, copy: str) -> Dataset:
         shape(test_x).float().div_(255),
         test_y.long(),
     )
+
+
+def _torchvision_splits(name: str, base: Path, download: bool) -> tuple:
+    """torchvision's training and test sets of `name` under `base`, downloaded if
+    `download`. A failed download raises DataNotFoundError saying how to use a local copy,
+    and removes the folders it made (torchvision makes them before downloading)."""
+    import torchvision
+
+    cls = torchvision.datasets.MNIST if name == "mnist" else torchvision.datasets.CIFAR10
+    own = [base / "MNIST" / "raw", base / "MNIST"] if name == "mnist" else []
+    new_folders = [p for p in (*own, base, *base.parents) if not p.exists()]  # deepest first
+    try:
+        return tuple(cls(str(base), train=t, download=download) for t in (True, False))
+    except (RuntimeError, OSError) as error:
+        if not download:
+            raise
+        for folder in new_folders:
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
+        lines = [line.strip() for line in str(error).splitlines() if line.strip()] or [type(error).__name__]
+        reason = " ".join(dict.fromkeys((lines[0], lines[-1])))  # e.g. which file, and the network's answer
+        raise DataNotFoundError(
+            f"could not download {name} into {base} ({reason}): this machine may have no network "
+            f"access to it. Point {DATA_ENV} at a folder holding a local copy (export {DATA_ENV}=/path/to/data), "
+            f"laid out as {LAYOUTS[name]}."
+        ) from error
 
 
 def _read_image_folder(folder: Path) -> tuple[torch.Tensor, torch.Tensor]:

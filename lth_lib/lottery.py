@@ -25,10 +25,10 @@ from lth_lib.pruning import (
     PAPER_RATES,
     Mask,
     check_rate,
-    dense_mask,
     layer_rates,
     magnitude_prune,
     mask_counts,
+    output_rate,
     random_prune,
     remaining_fraction,
     surviving_counts,
@@ -51,7 +51,7 @@ class PruningHparams:
     scope: str = "layer"  # "layer": per-layer rates; "global": one threshold at fc_rate
     conv_rate: float = 0.1  # fraction of the remaining conv weights pruned per round
     fc_rate: float = 0.2  # same, fully connected layers
-    output_rate: float = 0.1  # same, output layer (the paper: half the fc rate)
+    output_rate: float = 0.1  # same, output layer (`paper_experiment` derives it from fc_rate)
     rewind_iteration: int = 0  # survivors reset to their weights at this iteration
 
     def __post_init__(self) -> None:
@@ -118,13 +118,14 @@ class Experiment:
 
 def paper_experiment(network: str, **overrides) -> Experiment:
     """The paper's protocol for `network`. `overrides` may name any field of Experiment,
-    TrainingHparams or PruningHparams (e.g. iterations=1000, rounds=3, trials=2)."""
+    TrainingHparams or PruningHparams (e.g. iterations=1000, rounds=3, trials=2). Unless
+    `output_rate` is given, it follows the fc rate after overrides (`pruning.output_rate`)."""
     architecture(network)
     iterations, lr = PAPER_PROTOCOL[network]
     rates = PAPER_RATES[network]
     sections: dict[str, dict] = {
         "training": {"iterations": iterations, "lr": lr},
-        "pruning": {"fc_rate": rates["fc"], "output_rate": rates["fc"] / 2},
+        "pruning": {"fc_rate": rates["fc"]},
         "experiment": {},
     }
     if architecture(network).conv:
@@ -136,6 +137,8 @@ def paper_experiment(network: str, **overrides) -> Experiment:
         if key not in owners:
             raise ValueError(f"unknown experiment parameter {key!r}; known: {', '.join(sorted(owners))}")
         sections[owners[key]][key] = value
+    pruning = sections["pruning"]
+    pruning.setdefault("output_rate", output_rate(pruning["fc_rate"]))
     return Experiment(
         network,
         TrainingHparams(**sections["training"]),
@@ -197,6 +200,12 @@ class Job:
     def add(self, kind: str, trial: int, level: int, control: int, member: Member) -> None:
         self.labels.append((kind, trial, level, control))
         self.members.append(member)
+
+
+def level_size(exp: Experiment, level: int) -> int:
+    """How many networks `level_job` trains at `level`: each trial's ticket and, beyond
+    the dense level 0, its controls."""
+    return exp.trials * (1 if level == 0 else 1 + len(exp.controls) * exp.control_trials)
 
 
 def level_job(exp: Experiment, level: int, masks: list[Mask], start: list[dict], job: Job | None = None) -> Job:

@@ -108,7 +108,7 @@ class Network(nn.Module):
 
     @property
     def output_layer(self) -> str:
-        """Name of the output layer (pruned at half the fully connected rate)."""
+        """Name of the output layer (its pruning rate: `lth_lib.pruning.output_rate`)."""
         return f"fc{len(self.arch.fc)}"
 
     def prunable(self) -> dict[str, nn.Parameter]:

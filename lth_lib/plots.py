@@ -22,7 +22,7 @@ import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.layout_engine import ConstrainedLayoutEngine, TightLayoutEngine
-from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
+from matplotlib.ticker import FixedLocator, FuncFormatter, MaxNLocator, NullLocator
 
 from lth_lib.lottery import Experiment
 from lth_lib.runner import Results
@@ -108,7 +108,9 @@ def plot_early_stop_iteration(
 ) -> Axes:
     """The early-stop iteration (minimum validation loss) against the percent of weights
     remaining, as in the paper's Figure 4."""
-    return _plot_by_level(results, "early_stop_iteration", ax, label, colors)
+    ax = _plot_by_level(results, "early_stop_iteration", ax, label, colors)
+    ax.yaxis.set_major_locator(_integer_locator())
+    return ax
 
 
 def plot_training_curves(
@@ -143,6 +145,7 @@ def plot_training_curves(
         ax.fill_between(stats.index, stats["min"], stats["max"], color=color, alpha=0.15, linewidth=0)
     if metric.endswith("acc"):
         _zoom(ax, settled)
+    ax.xaxis.set_major_locator(_integer_locator())
     ax.set_xlabel("Training iterations")
     ax.set_ylabel(METRIC_LABELS.get(metric, metric))
     title = "% weights remaining" + ("" if kind == "ticket" else f" ({KIND_NAMES.get(kind, kind)})")
@@ -284,6 +287,7 @@ def controls_figure(results: Results, scale: str | None = None) -> Figure:
         curves.plot(stats.index, stats["mean"], color=f"C{i}", linestyle=style, label=KIND_NAMES.get(kind, kind))
         curves.fill_between(stats.index, stats["min"], stats["max"], color=f"C{i}", alpha=0.15, linewidth=0)
     _zoom(curves, settled)
+    curves.xaxis.set_major_locator(_integer_locator())
     curves.set_title(f"{_percent(results.percent_remaining(level))}% of weights remaining", fontsize="medium")
     curves.set_xlabel("Training iterations")
     curves.set_ylabel(METRIC_LABELS["test_acc"])
@@ -317,11 +321,17 @@ def travel_figure(travel: pd.DataFrame, results: Results, level: int, scale: str
     return fig
 
 
+def _integer_locator() -> MaxNLocator:
+    """Matplotlib's default tick choice, never between two integers (iteration axes)."""
+    return MaxNLocator(nbins="auto", steps=[1, 2, 2.5, 5, 10], integer=True, min_n_ticks=1)
+
+
 def _zoom(ax: Axes, lines: list[pd.DataFrame]) -> None:
-    """Zoom an accuracy axis in on where curves differ, as the paper's figures do: the
-    range of each line's min..max once its first tenth of training is over."""
-    settled = [s[s.index >= s.index.max() / 10] for s in lines]
-    low, high = min(s["min"].min() for s in settled), max(s["max"].max() for s in settled)
+    """Zoom an accuracy axis in on where curves differ, as the paper's figures do: from
+    the lowest value once the first tenth of training is over (the low start is cut
+    off) to the highest value of any line at any time (nothing is cut off at the top)."""
+    low = min(s.loc[s.index >= s.index.max() / 10, "min"].min() for s in lines)
+    high = max(s["max"].max() for s in lines)
     pad = 0.08 * (high - low) or 0.01
     ax.set_ylim(low - pad, min(1.0, high + pad))
 

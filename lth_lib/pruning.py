@@ -17,13 +17,19 @@ from lth_lib.models import Network, architecture, count_prunable
 Mask = dict[str, torch.Tensor]
 
 # Per-round pruning rates of conv and fully connected layers (PAPER.md table; the
-# authors' code). The output layer is pruned at half the fully connected rate.
+# authors' code). The output layer's rate follows from the fc rate: `output_rate`.
 PAPER_RATES: dict[str, dict[str, float]] = {
     "lenet300": {"conv": 0.0, "fc": 0.2},
     "conv2": {"conv": 0.1, "fc": 0.2},
     "conv4": {"conv": 0.1, "fc": 0.2},
     "conv6": {"conv": 0.15, "fc": 0.2},
 }
+
+
+def output_rate(fc_rate: float) -> float:
+    """The output layer's per-round rate when none is given: the paper prunes it at half
+    the fully connected rate (the one place this rule is written)."""
+    return fc_rate / 2
 
 
 def check_rate(rate: float, what: str = "pruning rate") -> None:
@@ -35,15 +41,13 @@ def check_rate(rate: float, what: str = "pruning rate") -> None:
 def layer_rates(
     network: str, conv: float | None = None, fc: float | None = None, output: float | None = None
 ) -> dict[str, float]:
-    """Per-layer rates for `network`: the paper's, or conv/fc/output overrides.
-
-    The output layer defaults to half the fully connected rate, as in the paper.
-    """
+    """Per-layer rates for `network`: the paper's, or conv/fc/output overrides (the
+    output layer's default follows the fc rate, see `output_rate`)."""
     arch = architecture(network)
     paper = PAPER_RATES[network]
     fc = paper["fc"] if fc is None else fc
     conv = paper["conv"] if conv is None else conv
-    output = fc / 2 if output is None else output
+    output = output_rate(fc) if output is None else output
     rates = {}
     for layer in count_prunable(network):
         if layer.startswith("conv"):

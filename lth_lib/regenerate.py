@@ -5,10 +5,14 @@
     python -m lth_lib.regenerate lenet_mnist controls -p trials 3
     python -m lth_lib.regenerate --refresh            # re-store the notebooks' smoke outputs
 
-Executed notebooks go to out/<scale>/ (git-ignored), figures to figures/ (PNG and SVG),
-and, when every notebook ran, the wall time of each to figures/timings-<scale>.md.
-Finished rounds come from the results store, so a second regeneration at the same scale
-only re-plots.
+The terminal shows each notebook's output as it runs: its tables, and one progress bar
+per experiment with the level being trained and the time left. Executed notebooks go to
+out/<run>/ (git-ignored; <run> is the scale and any -p overrides, e.g. cpu-trials-3).
+Figures go to figures/ only from a full regeneration at a committed scale (`cpu`) with
+no overrides, which also writes the wall time of each notebook to
+figures/timings-<scale>.md; any other run writes its figures to out/<run>/figures/, and
+--figures DIR puts them elsewhere. Finished rounds come from the results store, so a
+second regeneration at the same scale only re-plots.
 
 `--refresh` re-executes the committed notebooks in place at `smoke` scale (the reference
 outputs nbval compares against) in a fresh results store, and strips what changes from
@@ -21,6 +25,7 @@ import argparse
 import datetime
 import os
 import platform
+import re
 import sys
 import time
 from dataclasses import dataclass
@@ -28,12 +33,18 @@ from pathlib import Path
 
 import torch
 
-from lth_lib.data import DATA_ENV
-from lth_lib.scales import SCALES, NotebookParameters, check_parameter_names, check_scale, default_scale
-from lth_lib.store import RESULTS_ENV
+from lth_lib.scales import (
+    COMMITTED_SCALES,
+    SCALES,
+    NotebookParameters,
+    check_parameter_names,
+    check_scale,
+    default_scale,
+)
 
 PROJECT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = PROJECT / "notebooks"
+FIGURES = PROJECT / "figures"
 # The order they run in: the later notebooks reuse the earlier ones' stored runs.
 ORDER = ("lenet_mnist", "conv_cifar10", "oneshot_vs_iterative", "controls", "weight_travel")
 
@@ -63,13 +74,43 @@ def check_request(names: list[str], parameters: dict) -> None:
     NotebookParameters(**parameters)  # bad values raise here
 
 
+def run_name(scale: str, parameters: dict) -> str:
+    """The folder name of a run under out/: the scale, then each override, e.g. cpu-trials-3."""
+    parts = [scale] + [f"{name}-{value}" for name, value in sorted(parameters.items())]
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", "-".join(parts))
+
+
+def default_figures_dir(names: list[str], scale: str, parameters: dict, out_dir: Path) -> Path:
+    """figures/ for a full regeneration at a committed scale with no overrides (what the
+    repository holds); out_dir/figures for any other run, so it never replaces those."""
+    if set(names) == set(notebook_names()) and scale in COMMITTED_SCALES and not parameters:
+        return FIGURES
+    return out_dir / "figures"
+
+
+def kernel_options() -> dict:
+    """Options for nbclient/papermill kernels: on POSIX, IPC sockets (at an absolute path,
+    since the kernel runs in notebooks/) instead of local TCP, so no kernel warns that it
+    runs over TCP without encryption."""
+    if os.name != "posix":
+        return {}
+    import tempfile
+    import uuid
+
+    from traitlets.config import Config
+
+    sockets = Path(tempfile.gettempdir()) / f"lth-kernel-{uuid.uuid4().hex[:12]}"
+    return {"config": Config({"KernelManager": {"transport": "ipc", "ip": str(sockets)}})}
+
+
 def regenerate(names: list[str], scale: str, parameters: dict, out_dir: Path, figures_dir: Path) -> list[Outcome]:
-    """Run `names` at `scale`, one after another; the outcome of each."""
+    """Run `names` at `scale`, one after another, showing their output; the outcome of each."""
     import papermill
 
+    os.environ.pop("JPY_SESSION_NAME", None)  # text progress bars in the kernels, even if started from JupyterLab
     outcomes = []
     for i, name in enumerate(names, 1):
-        print(f"[{i}/{len(names)}] {name} at scale {scale} ...", flush=True)
+        print(f"\n[{i}/{len(names)}] {name} at scale {scale}", flush=True)
         started = time.perf_counter()
         error = None
         try:
@@ -79,7 +120,10 @@ def regenerate(names: list[str], scale: str, parameters: dict, out_dir: Path, fi
                 parameters={"scale": scale, "figures_dir": str(figures_dir), **parameters},
                 kernel_name="python3",
                 cwd=str(NOTEBOOKS),
-                progress_bar=True,
+                progress_bar=False,
+                stdout_file=sys.stdout,  # the notebook's tables and progress bars, as they come
+                stderr_file=sys.stderr,
+                **kernel_options(),
             )
         except Exception as failure:  # papermill raises its own error types; report and go on
             error = f"{type(failure).__name__}: {str(failure).strip().splitlines()[-1] if str(failure).strip() else ''}"
@@ -116,7 +160,7 @@ def refresh(names: list[str]) -> None:
             nb = nbformat.read(path, as_version=4)
             client = nbclient.NotebookClient(
                 nb, timeout=600, kernel_name="python3", record_timing=False,
-                resources={"metadata": {"path": str(NOTEBOOKS)}},
+                resources={"metadata": {"path": str(NOTEBOOKS)}}, **kernel_options(),
             )
             client.execute()
             nbformat.write(clean_notebook(nb), path)
@@ -170,14 +214,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scale", help=f"one of {', '.join(SCALES)} (default: paper with a GPU, else cpu)")
     parser.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
                         help="a notebook parameter for every notebook, e.g. -p trials 3")
-    parser.add_argument("--out", type=Path, default=None, help="executed notebooks (default: out/<scale>)")
-    parser.add_argument("--figures", type=Path, default=PROJECT / "figures", help="figures folder (default: figures/)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="executed notebooks (default: out/<run>, e.g. out/smoke or out/cpu-trials-3)")
+    parser.add_argument("--figures", type=Path, default=None,
+                        help="figures folder (default: figures/ for a full regeneration at a committed scale "
+                             f"({', '.join(COMMITTED_SCALES)}) with no -p overrides, else <out>/figures)")
     parser.add_argument("--refresh", action="store_true",
                         help="re-store the notebooks' reference outputs (smoke scale, in place) and exit")
     args = parser.parse_args(argv)
-    for variable in (DATA_ENV, RESULTS_ENV):  # kernels run in notebooks/: pass them absolute paths
-        if os.environ.get(variable):
-            os.environ[variable] = str(Path(os.environ[variable]).resolve())
     if args.refresh:
         names = args.notebooks or notebook_names()
         check_request(names, {})
@@ -197,9 +241,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(error))
     if "scale" in parameters or "figures_dir" in parameters:
         parser.error("give the scale with --scale and the figures folder with --figures")
-    out_dir = args.out or PROJECT / "out" / scale
+    out_dir = (args.out or PROJECT / "out" / run_name(scale, parameters)).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
-    figures_dir = args.figures.resolve()
+    figures_dir = (args.figures or default_figures_dir(names, scale, parameters, out_dir)).resolve()
+    print(f"figures go to {figures_dir}, executed notebooks to {out_dir}", flush=True)
 
     outcomes = regenerate(names, scale, parameters, out_dir, figures_dir)
     if set(names) == set(notebook_names()):

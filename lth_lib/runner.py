@@ -21,8 +21,9 @@ import pandas as pd
 import torch
 
 from lth_lib.data import Dataset, data_copy, load_dataset
-from lth_lib.lottery import Experiment, Job, Record, level_job, prune_tickets, run_job
+from lth_lib.lottery import Experiment, Job, Record, level_job, level_size, prune_tickets, run_job
 from lth_lib.models import Network, architecture, glorot_init
+from lth_lib.progress import TrainingBar
 from lth_lib.pruning import Mask, dense_mask, remaining_fraction
 from lth_lib.store import (
     Level,
@@ -114,6 +115,24 @@ def summary_text(results: Results, kinds: tuple[str, ...] | None = None) -> str:
     return "\n".join(lines)
 
 
+def trained_text(results: Results) -> str:
+    """What was trained, per kind and level: weights remaining, networks, the iterations
+    they trained and their evaluation points. All of it follows from the experiment and
+    its seed, never from a machine's float rounding, so notebooks let nbval compare it
+    exactly on any machine; the metrics themselves are in `summary_text`."""
+    rows = [f"{'kind':<13}{'level':>5}{'remaining':>11}{'nets':>5}{'iterations':>12}{'evaluations':>13}"]
+    groups: dict[tuple[str, int], list[Record]] = {}
+    for record in results.records:
+        groups.setdefault((record.kind, record.level), []).append(record)
+    for (kind, level), members in groups.items():
+        iterations = members[0].curve["iteration"]
+        rows.append(
+            f"{kind:<13}{level:>5}{members[0].percent_remaining:>10.2f}%{len(members):>5}"
+            f"{f'{iterations[0]:,}-{iterations[-1]:,}':>12}{len(iterations):>13}"
+        )
+    return "\n".join(rows)
+
+
 def control_gaps(results: Results) -> pd.DataFrame:
     """Per pruned level: how much more accurate the winning tickets are than each control
     (points of mean early-stop test accuracy), and how many times later each control
@@ -135,8 +154,7 @@ def plan(exp: Experiment, max_members: int = DEFAULT_MAX_MEMBERS) -> list[list[i
     levels = list(range(1, exp.pruning.rounds + 1))
     if exp.pruning.strategy == "iterative":
         return [[0]] + [[level] for level in levels]
-    per_level = exp.trials * (1 + len(exp.controls) * exp.control_trials)
-    group = max(1, max_members // per_level)
+    group = max(1, max_members // level_size(exp, 1))
     return [[0]] + [levels[i : i + group] for i in range(0, len(levels), group)]
 
 
@@ -177,23 +195,31 @@ def run(
     masks = [dense_mask(exp.network) for _ in exp.seeds]
     start, dense, records, level_masks = theta0, None, [], {}
     stale = directory is None
-    for levels in plan(exp, max_members):
-        for level in levels:
-            level_masks[level] = _level_masks(exp, level, masks, dense)
-        stored = [] if stale else [load_level(directory, level) for level in levels]
-        if not stored or None in stored:
-            stale = True  # every later job depends on this one: redo them all
-            stored = _train_job(exp, levels, level_masks, start, get_data, max_members, progress)
-            if directory is not None:
-                for level, result in zip(levels, stored):
-                    save_level(directory, level, result.records, result.tensors)
-        for result in stored:
-            records += result.records
-            if "dense" in result.tensors:
-                dense = [_to_state(w) for w in result.tensors["dense"]]
-                start = [_to_state(w) for w in result.tensors["rewind"]] if "rewind" in result.tensors else theta0
-            if "next_masks" in result.tensors:
-                masks = [unpack_mask(m) for m in result.tensors["next_masks"]]
+    jobs = plan(exp, max_members)
+    bar = None
+    try:
+        for j, levels in enumerate(jobs):
+            for level in levels:
+                level_masks[level] = _level_masks(exp, level, masks, dense)
+            stored = [] if stale else [load_level(directory, level) for level in levels]
+            if not stored or None in stored:
+                stale = True  # every later job depends on this one: redo them all
+                if progress and bar is None:  # one bar over all the training still to do
+                    bar = TrainingBar(f"{exp.network} {exp.pruning.strategy}", _iterations(exp, jobs[j:], max_members))
+                stored = _train_job(exp, levels, level_masks, start, get_data, max_members, bar)
+                if directory is not None:
+                    for level, result in zip(levels, stored):
+                        save_level(directory, level, result.records, result.tensors)
+            for result in stored:
+                records += result.records
+                if "dense" in result.tensors:
+                    dense = [_to_state(w) for w in result.tensors["dense"]]
+                    start = [_to_state(w) for w in result.tensors["rewind"]] if "rewind" in result.tensors else theta0
+                if "next_masks" in result.tensors:
+                    masks = [unpack_mask(m) for m in result.tensors["next_masks"]]
+    finally:
+        if bar is not None:
+            bar.close()
     if directory is not None:
         write_tables(directory, records)
     return Results(exp, records, directory, theta0, dense, level_masks)
@@ -214,7 +240,7 @@ def _train_job(
     start: list[dict],
     get_data: Callable[[], Dataset],
     max_members: int,
-    progress: bool,
+    bar: TrainingBar | None,
 ) -> list[Level]:
     """Train one job's levels together; one stored Level per level."""
     job = Job()
@@ -222,12 +248,12 @@ def _train_job(
         level_job(exp, level, level_masks[level], start, job)
     k = exp.pruning.rewind_iteration
     first = 0 if levels == [0] else k
-    bar = _progress_bar(exp, levels, len(job.members), max_members, first) if progress else None
+    name = f"level {levels[0]}" if len(levels) == 1 else f"levels {levels[0]}-{levels[-1]}"
+    nets = f"{len(job.members)} net{'s' if len(job.members) != 1 else ''}"
+    progress = bar.job(f"{name}/{exp.pruning.rounds} ({nets})", first) if bar else None
     records, results = run_job(
-        exp, job, get_data(), first, k if levels == [0] and k else None, max_members, bar
+        exp, job, get_data(), first, k if levels == [0] and k else None, max_members, progress
     )
-    if bar is not None:
-        bar.close()
     out = []
     for level in levels:
         level_records = [r for r in records if r.level == level]
@@ -242,6 +268,16 @@ def _train_job(
             tensors["next_masks"] = [pack_mask(m) for m in next_masks]
         out.append(Level(level_records, tensors))
     return out
+
+
+def _iterations(exp: Experiment, jobs: list[list[int]], max_members: int) -> int:
+    """The training iterations `jobs` take, counting each chunk of `max_members` networks."""
+    total = 0
+    for levels in jobs:
+        chunks = -(-sum(level_size(exp, level) for level in levels) // max_members)
+        first = 0 if levels == [0] else exp.pruning.rewind_iteration
+        total += chunks * (exp.training.iterations - first)
+    return total
 
 
 def _to_state(state: dict) -> dict:
@@ -262,30 +298,3 @@ def unpack_mask(packed: dict) -> Mask:
         n = int(np.prod(shape))
         out[layer] = torch.from_numpy(np.unpackbits(bits.numpy(), count=n).astype(bool)).view(shape)
     return out
-
-
-class _Bar:
-    """A tqdm bar over a job's iterations, updated only at evaluation points."""
-
-    def __init__(self, total: int, description: str, first: int):
-        from tqdm.auto import tqdm
-
-        self.tqdm = tqdm(total=total, desc=description, unit="it", leave=False)
-        self.first = first
-        self.last = first
-
-    def __call__(self, iteration: int, metrics: dict) -> None:
-        if iteration < self.last:  # the next chunk of members started
-            self.last = self.first
-        self.tqdm.update(iteration - self.last)
-        self.last = iteration
-        self.tqdm.set_postfix(test_acc=f"{sum(metrics['test_acc']) / len(metrics['test_acc']):.4f}")
-
-    def close(self) -> None:
-        self.tqdm.close()
-
-
-def _progress_bar(exp: Experiment, levels: list[int], members: int, max_members: int, first: int) -> _Bar:
-    chunks = -(-members // max_members)
-    name = f"level {levels[0]}" if len(levels) == 1 else f"levels {levels[0]}-{levels[-1]}"
-    return _Bar(chunks * (exp.training.iterations - first), f"{exp.network} {name} ({members} nets)", first)

@@ -25,8 +25,12 @@ import torch
 
 from lth_lib.lottery import Experiment, paper_experiment
 from lth_lib.models import ARCHITECTURES
+from lth_lib.paths import project_path
 
 SCALES = ("smoke", "cpu", "paper")
+# Scales whose figures are committed in figures/: only a full regeneration at one of them,
+# with no parameter overrides, writes there (`python -m lth_lib.regenerate`).
+COMMITTED_SCALES = ("cpu",)
 
 # Per scale and network: the overrides of the paper's protocol (`paper_experiment`).
 SCALE_OVERRIDES: dict[str, dict[str, dict]] = {
@@ -86,6 +90,7 @@ class NotebookParameters:
     trials: int | None = None
     control_trials: int | None = None
     seed: int = 0
+    # Folders; a relative one is taken from the project root, like LTH_DATA and LTH_RESULTS.
     data_root: str | None = None  # None: LTH_DATA, else torchvision's download
     results_root: str | None = None  # None: LTH_RESULTS, else results/ in the project
     figures_dir: str | None = None  # where to save the figures (None: only show them)
@@ -93,6 +98,9 @@ class NotebookParameters:
 
     def __post_init__(self) -> None:
         check_scale(self.scale)
+        for name in ("data_root", "results_root", "figures_dir"):
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, str(project_path(getattr(self, name))))
         for network in self.network_list:
             if network not in ARCHITECTURES:
                 raise ValueError(f"unknown network {network!r}; known: {', '.join(ARCHITECTURES)}")
@@ -112,13 +120,12 @@ class NotebookParameters:
         mine = {n: v for n, v in mine.items() if v is not None}
         return scaled_experiment(network, self.scale, seed=self.seed, **{**overrides, **mine})
 
-    def save(self, fig, name: str) -> list[Path]:
+    def save(self, fig, name: str) -> None:
         """Save `fig` as figures_dir/name.{png,svg} when figures_dir is set."""
-        if self.figures_dir is None:
-            return []
-        from lth_lib.plots import save_figure
+        if self.figures_dir is not None:
+            from lth_lib.plots import save_figure
 
-        return save_figure(fig, Path(self.figures_dir) / name)
+            save_figure(fig, Path(self.figures_dir) / name)
 
 
 _IPYTHON_NAMES = {"In", "Out", "get_ipython", "exit", "quit", "open"}

@@ -28,32 +28,32 @@ import pandas as pd
 import torch
 
 from lth_lib.lottery import Experiment, Record
+from lth_lib.paths import PROJECT, env_path
 
 RESULTS_ENV = "LTH_RESULTS"
 STORE_VERSION = 1
 
 
 def results_root(root: str | Path | None = None) -> Path:
-    """The `root` argument, else LTH_RESULTS, else `results/` in the project (git-ignored)."""
+    """The `root` argument, else LTH_RESULTS (a relative one from the project root), else
+    `results/` in the project (git-ignored), else ~/.cache/lth/results outside a checkout."""
     if root is not None:
         return Path(root)
-    if os.environ.get(RESULTS_ENV):
-        return Path(os.environ[RESULTS_ENV])
-    project = Path(__file__).resolve().parents[1]
-    if (project / "pyproject.toml").exists():
-        return project / "results"
-    return Path.home() / ".cache" / "lth" / "results"
+    from_env = env_path(RESULTS_ENV)
+    if from_env is not None:
+        return from_env
+    return PROJECT / "results" if PROJECT else Path.home() / ".cache" / "lth" / "results"
 
 
-def check_writable(root: Path) -> None:
-    """Raise a clear error unless `root` can be created and written to."""
+def check_writable(directory: Path) -> None:
+    """Raise a clear error unless an experiment's `directory` can be created and written to."""
     try:
-        root.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=root):
+        directory.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=directory):
             pass
     except OSError as error:
         raise PermissionError(
-            f"results root {root} is not writable ({error.strerror}); "
+            f"cannot write the experiment's folder {directory} ({error.strerror}); "
             f"pass results_root= or set {RESULTS_ENV} to a writable folder"
         ) from None
 

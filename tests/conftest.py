@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 import torch
 
 from lth_lib.data import DATA_ENV, Dataset, load_dataset
+from lth_lib.paths import env_path
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
 def data_root() -> Path:
-    """LTH_DATA if set, else ../shared/data beside the project."""
-    return Path(os.environ.get(DATA_ENV) or SHARED_DATA)
+    """LTH_DATA if set (a relative one from the project root), else ../shared/data beside the project."""
+    return env_path(DATA_ENV) or SHARED_DATA
 
 
 @pytest.fixture(scope="session")

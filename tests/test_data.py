@@ -3,7 +3,10 @@ import pytest
 import torch
 from PIL import Image
 
-from lth_lib.data import DATA_ENV, DataNotFoundError, data_copy, load_dataset, validation_split
+from lth_lib.data import DATA_ENV, DataNotFoundError, data_copy, data_root, load_dataset, validation_split
+from lth_lib.paths import PROJECT
+from lth_lib.scales import NotebookParameters
+from lth_lib.store import RESULTS_ENV, results_root
 
 
 def test_missing_data_names_the_variable_and_layout(tmp_path, monkeypatch):
@@ -45,3 +48,28 @@ def test_cifar_image_folder_copy(tmp_path):
     assert data.train_y.tolist() == [0, 0, 0, 1, 1, 1]  # airplane before bird, as sorted
     pixel = np.asarray(Image.open(tmp_path / "CIFAR-10-images/train/bird/0001.png"))[5, 7]
     assert torch.allclose(data.train_x[4, :, 5, 7], torch.tensor(pixel / 255, dtype=torch.float32))
+
+
+def test_a_relative_data_or_results_variable_means_the_same_folder_from_any_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv(DATA_ENV, "../shared/data")
+    monkeypatch.setenv(RESULTS_ENV, "results-elsewhere")
+    for folder in (PROJECT, PROJECT / "notebooks", tmp_path):
+        monkeypatch.chdir(folder)
+        assert data_root() == (PROJECT / "../shared/data", False)
+        assert results_root() == PROJECT / "results-elsewhere"
+        assert NotebookParameters(data_root="data", results_root="/abs").data_root == str(PROJECT / "data")
+        assert NotebookParameters(data_root="data", results_root="/abs").results_root == "/abs"
+
+
+def test_a_failed_download_says_how_to_use_a_local_copy_and_leaves_no_empty_folders(tmp_path, monkeypatch):
+    torchvision = pytest.importorskip("torchvision")
+    cache = tmp_path / "home" / ".cache" / "lth" / "data"
+    monkeypatch.delenv(DATA_ENV, raising=False)
+    monkeypatch.setattr("lth_lib.data.DEFAULT_ROOT", cache)
+    unreachable = "http://127.0.0.1:9/"  # the discard port: refused at once, as offline
+    monkeypatch.setattr(torchvision.datasets.MNIST, "mirrors", [unreachable])
+    monkeypatch.setattr(torchvision.datasets.CIFAR10, "url", unreachable + "cifar-10-python.tar.gz")
+    for name, layout in (("mnist", "MNIST/raw"), ("cifar10", "cifar-10-batches-py")):
+        with pytest.raises(DataNotFoundError, match=rf"could not download {name} .*no network access.*{DATA_ENV}.*{layout}"):
+            load_dataset(name)
+        assert not (tmp_path / "home").exists()

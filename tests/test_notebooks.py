@@ -112,13 +112,44 @@ def test_papermill_with_a_misspelt_parameter_fails_at_once(tmp_path):
         )
 
 
-def _nbval(path: Path, results: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "LTH_SCALE": "smoke", "LTH_RESULTS": str(results)}
+def _nbval(path: Path, results: Path, **env: str) -> subprocess.CompletedProcess:
+    """nbval over `path` (a notebook or a folder of them) at smoke scale, in `path`'s folder."""
+    folder = path if path.is_dir() else path.parent
+    env = {**os.environ, "LTH_SCALE": "smoke", "LTH_RESULTS": str(results), **env}
     command = [
         sys.executable, "-m", "pytest", str(path), "--nbval-lax", "--nbval-current-env", "-q", "-p", "no:cacheprovider",
-        "--nbval-sanitize-with", str(NOTEBOOKS / "nbval-sanitize.cfg"), "--rootdir", str(path.parent),
+        "--nbval-sanitize-with", str(NOTEBOOKS / "nbval-sanitize.cfg"), "--rootdir", str(folder),
     ]
-    return subprocess.run(command, env=env, capture_output=True, text=True, cwd=path.parent)
+    return subprocess.run(command, env=env, capture_output=True, text=True, cwd=folder)
+
+
+# Run in each kernel at start-up: float rounding as another machine's would be. oneDNN
+# off changes the convolution kernels (and so the Conv metrics), and another thread count
+# changes how reductions are split.
+OTHER_MACHINE = """
+import torch
+torch.backends.mkldnn.enabled = False
+torch.set_num_threads(1 if torch.get_num_threads() > 1 else 2)
+"""
+
+
+def test_checked_outputs_hold_when_float_rounding_changes(tmp_path):
+    pytest.importorskip("nbval")
+    startup = tmp_path / "ipython" / "profile_default" / "startup"
+    startup.mkdir(parents=True)
+    (startup / "00-other-machine.py").write_text(OTHER_MACHINE)
+    other = _nbval(NOTEBOOKS, tmp_path / "other", IPYTHONDIR=str(tmp_path / "ipython"))
+    assert other.returncode == 0, other.stdout[-3000:]
+    cells = sum(c.cell_type == "code" for n in notebook_names() for c in nbformat.read(NOTEBOOKS / f"{n}.ipynb", 4).cells)
+    assert f"{cells} passed" in other.stdout  # every cell of every notebook ran
+    this = _nbval(NOTEBOOKS / "conv_cifar10.ipynb", tmp_path / "this")
+    assert this.returncode == 0, this.stdout[-3000:]
+    # the emulation did change the numbers: the stored metrics of some Conv run differ
+    differ = [
+        run.name for run in (tmp_path / "this").iterdir()
+        if (run / "records.csv").read_bytes() != (tmp_path / "other" / run.name / "records.csv").read_bytes()
+    ]
+    assert differ, "oneDNN off and another thread count left every Conv metric unchanged"
 
 
 def test_nbval_fails_when_a_result_bearing_value_changes_and_passes_when_restored(tmp_path):
@@ -143,7 +174,7 @@ def test_nbval_fails_when_a_result_bearing_value_changes_and_passes_when_restore
 def test_only_a_full_regeneration_rewrites_the_timings(tmp_path, monkeypatch, capsys):
     import lth_lib.regenerate as regenerate
 
-    ran = lambda names, *args: [regenerate.Outcome(name, 1.0) for name in names]  # noqa: E731
+    ran = lambda names, *args: [regenerate.Outcome(name, 1.0) for name in names]
     monkeypatch.setattr(regenerate, "regenerate", ran)
     common = ["--scale", "smoke", "--figures", str(tmp_path), "--out", str(tmp_path / "out")]
     assert main(["controls", *common]) == 0
@@ -152,3 +183,29 @@ def test_only_a_full_regeneration_rewrites_the_timings(tmp_path, monkeypatch, ca
     assert main(common) == 0
     rows = (tmp_path / "timings-smoke.md").read_text()
     assert all(f"| {name} | 0m01s | ok |" in rows for name in notebook_names())
+
+
+@pytest.mark.parametrize(
+    "argv,folder",
+    [
+        ([], "figures"),  # no GPU here: cpu, the committed scale
+        (["--scale", "cpu"], "figures"),
+        (["--scale", "smoke"], "out/smoke/figures"),
+        (["--scale", "cpu", "-p", "trials", "3"], "out/cpu-trials-3/figures"),
+        (["controls", "--scale", "cpu"], "out/cpu/figures"),  # a subset
+        (["--scale", "smoke", "--figures", "{tmp}"], "{tmp}"),
+    ],
+)
+def test_only_a_full_regeneration_at_the_committed_scale_writes_into_figures(argv, folder, tmp_path, monkeypatch, capsys):
+    from lth_lib import regenerate
+
+    argv, folder = [a.format(tmp=tmp_path) for a in argv], folder.format(tmp=tmp_path)
+    if not argv and regenerate.default_scale() != "cpu":
+        pytest.skip("a GPU is present: the default scale is paper")
+    seen = []
+    monkeypatch.setattr(regenerate, "regenerate", lambda names, scale, params, out, figures: seen.append(figures) or [])
+    monkeypatch.setattr(regenerate, "write_timings", lambda outcomes, scale, figures: figures / "timings.md")
+    monkeypatch.setattr(Path, "mkdir", lambda *args, **kwargs: None)  # leave the project as it is
+    assert main(argv) == 0
+    assert seen == [(PROJECT / folder).resolve()]
+    assert f"figures go to {seen[0]}" in capsys.readouterr().out

@@ -3,11 +3,13 @@ import matplotlib
 matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 from matplotlib.container import ErrorbarContainer  # noqa: E402
 
 from lth_lib.lottery import paper_experiment  # noqa: E402
 from lth_lib.plots import (  # noqa: E402
+    _zoom,
     default_levels,
     paper_figure,
     plot_early_stop_accuracy,
@@ -163,3 +165,19 @@ def test_strategy_figure_caption_names_both_strategies_and_no_controls(results):
     assert text.get_text() == (
         "lenet300 · iterative vs one-shot · 20 iterations · 3 rounds · 2 trials · data synthetic · scale test"
     )
+
+
+def test_a_short_run_has_whole_iteration_ticks_and_no_curve_cut_off(synthetic):
+    exp = paper_experiment("lenet300", iterations=4, eval_every=2, eval_examples=60, rounds=1, controls=("reinit",))
+    fig = paper_figure(run(exp, synthetic, store=False, progress=False), scale="smoke")
+    fig.canvas.draw()
+    curves, iterations, _ = fig.axes
+    for ticks in (curves.get_xticks(), iterations.get_yticks()):
+        assert all(float(t).is_integer() for t in ticks), ticks
+    # the zoom cuts off a line's low start, never a point above the rest (a short run's first one)
+    ax = plt.figure().gca()
+    rising = pd.DataFrame({"min": [0.05, 0.20, 0.22, 0.25], "max": [0.05, 0.21, 0.24, 0.26]}, index=[0, 100, 200, 300])
+    falling = pd.DataFrame({"min": [0.35, 0.24, 0.22, 0.21], "max": [0.35, 0.25, 0.23, 0.22]}, index=[0, 100, 200, 300])
+    _zoom(ax, [rising, falling])
+    low, high = ax.get_ylim()
+    assert 0.05 < low < 0.20 and high > 0.35

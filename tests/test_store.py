@@ -175,7 +175,7 @@ def test_an_unwritable_results_root_fails_before_training(tmp_path, synthetic, m
     blocker = tmp_path / "a-file"
     blocker.write_text("")
     calls = _count_training(monkeypatch)
-    with pytest.raises(PermissionError, match="results root .* is not writable.*LTH_RESULTS"):
+    with pytest.raises(PermissionError, match="cannot write the experiment's folder .* LTH_RESULTS"):
         run(paper_experiment("lenet300", **SMALL), synthetic, results_root=blocker / "results", progress=False)
     assert calls == []
 

