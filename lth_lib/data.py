@@ -13,6 +13,7 @@ names none).
 from __future__ import annotations
 
 import functools
+import io
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +27,10 @@ DATA_ENV = "LTH_DATA"
 DEFAULT_ROOT = Path.home() / ".cache" / "lth" / "data"
 VALIDATION_SIZE = 5000
 
+COPIES = {  # the copies of each data set `data_copy` can find
+    "mnist": ("mnist-torchvision",),
+    "cifar10": ("cifar10-torchvision", "cifar10-jpeg-imagefolder"),
+}
 LAYOUTS = {
     "mnist": "MNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte (torchvision's MNIST layout)",
     "cifar10": (
@@ -70,12 +75,12 @@ def data_copy(name: str, root: str | Path | None = None) -> str:
     """Which copy of data set `name` `load_dataset` would read; raises if there is none."""
     base, download = data_root(root)
     if name == "mnist":
-        if download or (base / "MNIST" / "raw" / "train-images-idx3-ubyte").exists():
+        if download or (base / "MNIST" / "raw" / "train-images-idx3-ubyte").exists() or _packed(base, name):
             return "mnist-torchvision"
     elif name == "cifar10":
         if download or (base / "cifar-10-batches-py").is_dir():
             return "cifar10-torchvision"
-        if (base / "CIFAR-10-images" / "train").is_dir():
+        if (base / "CIFAR-10-images" / "train").is_dir() or _packed(base, name):
             return "cifar10-jpeg-imagefolder"
     else:
         raise ValueError(f"unknown data set {name!r}; known data sets: cifar10, mnist")
@@ -94,14 +99,19 @@ def load_dataset(name: str, root: str | Path | None = None, device: str | torch.
 
 @functools.lru_cache(maxsize=4)
 def _load_cpu(name: str, base: str, download: bool, copy: str) -> Dataset:
-    if copy == "cifar10-jpeg-imagefolder":
-        train_x, train_y = _read_image_folder(Path(base) / "CIFAR-10-images" / "train")
-        test_x, test_y = _read_image_folder(Path(base) / "CIFAR-10-images" / "test")
-    else:
+    files = None if copy == "cifar10-torchvision" else _local_files(Path(base), name)
+    if files is None:  # torchvision's own layout, or its download
         train, test = _torchvision_splits(name, Path(base), download)
         (train_x, train_y), (test_x, test_y) = (
             (torch.as_tensor(np.asarray(d.data)), torch.as_tensor(np.asarray(d.targets))) for d in (train, test)
         )
+    elif name == "mnist":  # the four idx files torchvision reads
+        (train_x, train_y), (test_x, test_y) = (
+            (_idx(files[f"MNIST/raw/{split}-images-idx3-ubyte"]), _idx(files[f"MNIST/raw/{split}-labels-idx1-ubyte"]))
+            for split in ("train", "t10k")
+        )
+    else:
+        (train_x, train_y), (test_x, test_y) = (_decode_images(files, f"CIFAR-10-images/{s}/") for s in ("train", "test"))
     if name == "mnist":
         shape = lambda x: x.reshape(len(x), 784)  # noqa: E731
     else:
@@ -142,17 +152,80 @@ def _torchvision_splits(name: str, base: Path, download: bool) -> tuple:
         ) from error
 
 
-def _read_image_folder(folder: Path) -> tuple[torch.Tensor, torch.Tensor]:
-    """All images of an ImageFolder tree as NHWC uint8, labels by sorted class folder."""
+def _decode_images(files: dict[str, bytes], prefix: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """The images under `prefix` (an ImageFolder tree: <prefix><class>/<image>) as NHWC
+    uint8, labelled by sorted class folder."""
     from PIL import Image
 
+    paths = sorted((p for p in files if p.startswith(prefix)), key=lambda p: p.split("/"))
+    classes = sorted({p[len(prefix) :].split("/")[0] for p in paths})
     images, labels = [], []
-    for label, class_dir in enumerate(sorted(p for p in folder.iterdir() if p.is_dir())):
-        for path in sorted(class_dir.iterdir()):
-            with Image.open(path) as image:
-                images.append(np.asarray(image.convert("RGB")))
-            labels.append(label)
+    for path in paths:
+        with Image.open(io.BytesIO(files[path])) as image:
+            images.append(np.asarray(image.convert("RGB")))
+        labels.append(classes.index(path[len(prefix) :].split("/")[0]))
     return torch.from_numpy(np.stack(images)), torch.tensor(labels)
+
+
+def _idx(blob: bytes) -> torch.Tensor:
+    """An MNIST idx file (images [N, 28, 28] or labels [N]) as uint8."""
+    dims = blob[3]
+    shape = np.frombuffer(blob, dtype=">u4", count=dims, offset=4).astype(int)
+    return torch.from_numpy(np.frombuffer(blob, dtype=np.uint8, offset=4 + 4 * dims).reshape(shape).copy())
+
+
+PACKED = {"mnist": "MNIST/raw", "cifar10": "CIFAR-10-images"}  # the folder of each local copy
+
+
+def pack_data(name: str, path: str | Path, root: str | Path | None = None) -> Path:
+    """Every file of data set `name`'s local copy (the folder PACKED[name] under `root`, else
+    LTH_DATA) in one compressed NumPy file, to carry to a machine without a copy. A data
+    folder holding that file as `<name>.npz` serves as one holding the copy."""
+    base, _ = data_root(root)
+    files = _local_files(base, name)
+    if files is None:
+        raise DataNotFoundError(f"no {name} files under {base / PACKED[name]} to pack; point {DATA_ENV} at a local copy")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(
+        path,
+        names=np.frombuffer("\n".join(files).encode(), dtype=np.uint8),
+        sizes=np.array([len(blob) for blob in files.values()], dtype=np.int64),
+        data=np.frombuffer(b"".join(files.values()), dtype=np.uint8),
+    )
+    return path
+
+
+def unpack_data(name: str, path: str | Path, root: str | Path) -> Path:
+    """Write the files `pack_data` packed into the folder `root` (for tools that read the
+    folder layouts themselves, such as benchmarks/bench.py's reference loop); `root`."""
+    root = Path(root)
+    for relative, blob in _local_files(Path(path).parent, name, packed=Path(path)).items():
+        (root / relative).parent.mkdir(parents=True, exist_ok=True)
+        (root / relative).write_bytes(blob)
+    return root
+
+
+def _packed(base: Path, name: str) -> Path | None:
+    path = base / f"{name}.npz"
+    return path if path.is_file() else None
+
+
+def _local_files(base: Path, name: str, packed: Path | None = None) -> dict[str, bytes] | None:
+    """The files of `name`'s local copy by path relative to `base`, in order: from the folder
+    PACKED[name], or from the `<name>.npz` that `pack_data` writes (or `packed`); None if
+    neither is there."""
+    folder = base / PACKED[name]
+    if packed is None and folder.is_dir():
+        return {str(p.relative_to(base)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()} or None
+    packed = packed or _packed(base, name)
+    if packed is None:
+        return None
+    with np.load(packed) as arrays:
+        names = arrays["names"].tobytes().decode().split("\n")
+        ends = np.cumsum(arrays["sizes"])
+        data = arrays["data"]
+    return {n: data[end - size : end].tobytes() for n, end, size in zip(names, ends, np.diff(ends, prepend=0))}
 
 
 def validation_split(n_train: int, seed: int, size: int = VALIDATION_SIZE) -> tuple[torch.Tensor, torch.Tensor]:

@@ -45,11 +45,14 @@ STAMP_GID = "lth-stamp"
 STAMP_FONTSIZE = 7.0
 
 
-def scale_caption(exp: Experiment, scale: str | None = None, strategy: str | None = None) -> str:
+def scale_caption(
+    exp: Experiment, scale: str | None = None, strategy: str | None = None, levels_done: int | None = None
+) -> str:
     """One line naming what a figure shows, e.g. "lenet300 · iterative · 1,000 iterations ·
     3 rounds · 2 trials (+1 reinit, +1 random_prune per ticket) · data mnist-torchvision ·
     scale cpu". `scale` (a free-form name for the run's size) is left out when None;
-    `strategy` replaces the experiment's own (e.g. "iterative vs one-shot")."""
+    `strategy` replaces the experiment's own (e.g. "iterative vs one-shot"); `levels_done`
+    (`Results.levels_done`) short of every level gives the coverage, e.g. "7 of 20 rounds"."""
     trials = f"{exp.trials:,} trial{'s' if exp.trials != 1 else ''}"
     if exp.controls:
         trials += " (" + ", ".join(f"+{exp.control_trials} {c}" for c in exp.controls) + " per ticket)"
@@ -57,7 +60,7 @@ def scale_caption(exp: Experiment, scale: str | None = None, strategy: str | Non
         exp.network,
         strategy or STRATEGY_NAMES.get(exp.pruning.strategy, exp.pruning.strategy),
         f"{exp.training.iterations:,} iterations",
-        f"{exp.pruning.rounds:,} round{'s' if exp.pruning.rounds != 1 else ''}",
+        _rounds(exp.pruning.rounds, levels_done),
         trials,
     ]
     if exp.pruning.rewind_iteration:
@@ -69,13 +72,22 @@ def scale_caption(exp: Experiment, scale: str | None = None, strategy: str | Non
     return " · ".join(parts)
 
 
-def stamp(fig: Figure, exp: Experiment, scale: str | None = None, strategy: str | None = None) -> None:
-    """Write `scale_caption(exp, scale, strategy)` as small grey text along the bottom of
-    `fig`, and lay the figure out to leave room for it. Stamping again replaces the caption."""
+def _rounds(rounds: int, levels_done: int | None) -> str:
+    if levels_done is not None and levels_done < rounds + 1:
+        return f"{levels_done - 1:,} of {rounds:,} rounds"
+    return f"{rounds:,} round{'s' if rounds != 1 else ''}"
+
+
+def stamp(
+    fig: Figure, exp: Experiment, scale: str | None = None, strategy: str | None = None, levels_done: int | None = None
+) -> None:
+    """Write `scale_caption(exp, scale, strategy, levels_done)` as small grey text along the
+    bottom of `fig`, and lay the figure out to leave room for it. Stamping again replaces
+    the caption."""
     for text in [t for t in fig.texts if t.get_gid() == STAMP_GID]:
         text.remove()
     fig.text(
-        0.5, 0.005, scale_caption(exp, scale, strategy), ha="center", va="bottom",
+        0.5, 0.005, scale_caption(exp, scale, strategy, levels_done), ha="center", va="bottom",
         fontsize=STAMP_FONTSIZE, color="0.45", gid=STAMP_GID, wrap=True,
     )
     room = min(0.25, 2.6 * STAMP_FONTSIZE / 72 / fig.get_figheight())  # two lines of caption
@@ -126,7 +138,7 @@ def plot_training_curves(
     are not trained at level 0, so there the dense network is drawn (solid). Accuracy axes
     zoom in on the values after the first tenth of training, as the paper's figures do."""
     curves = results.curves()
-    levels = default_levels(results.experiment.pruning.rounds) if levels is None else list(levels)
+    levels = default_levels(results.levels_done - 1) if levels is None else list(levels)
     if ax is None:
         _, ax = plt.subplots(figsize=(6, 4.2))
     settled = []
@@ -163,7 +175,7 @@ def paper_figure(
     plot_training_curves(results, levels=levels, ax=curves)
     plot_early_stop_iteration(results, ax=iterations)
     plot_early_stop_accuracy(results, ax=accuracy)
-    stamp(fig, results.experiment, scale)
+    stamp(fig, results.experiment, scale, levels_done=results.levels_done)
     return fig
 
 
@@ -266,7 +278,8 @@ def strategy_figure(results: Mapping[str, Results], scale: str | None = None) ->
         plot_early_stop_accuracy(tickets, ax=accuracy, label=name, colors={"ticket": f"C{i}"})
     # only the tickets are drawn, so the caption names the strategies and no controls
     first = next(iter(results.values())).experiment
-    stamp(fig, dataclasses.replace(first, controls=()), scale, strategy=" vs ".join(results))
+    done = min(r.levels_done for r in results.values())
+    stamp(fig, dataclasses.replace(first, controls=()), scale, strategy=" vs ".join(results), levels_done=done)
     return fig
 
 
@@ -293,7 +306,7 @@ def controls_figure(results: Results, scale: str | None = None) -> Figure:
     curves.set_ylabel(METRIC_LABELS["test_acc"])
     curves.legend(fontsize="small")
     curves.grid(alpha=0.3)
-    stamp(fig, results.experiment, scale)
+    stamp(fig, results.experiment, scale, levels_done=results.levels_done)
     return fig
 
 
@@ -317,7 +330,7 @@ def travel_figure(travel: pd.DataFrame, results: Results, level: int, scale: str
         ax.set_yscale("log")
         ax.legend(fontsize="small")
         ax.grid(alpha=0.3)
-    stamp(fig, results.experiment, scale)
+    stamp(fig, results.experiment, scale, levels_done=results.levels_done)
     return fig
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from lth_lib.models import Network, architecture, count_prunable
@@ -155,3 +156,19 @@ def save_mask(mask: Mask, path: str | Path) -> None:
 def load_mask(path: str | Path) -> Mask:
     """Read a mask written by `save_mask`."""
     return torch.load(path, weights_only=True)
+
+
+def pack_mask(mask: Mask) -> dict:
+    """A mask as bit-packed uint8 tensors (8x smaller on disk), with each layer's shape."""
+    return {
+        layer: (torch.from_numpy(np.packbits(m.cpu().numpy().ravel())), tuple(m.shape)) for layer, m in mask.items()
+    }
+
+
+def unpack_mask(packed: dict) -> Mask:
+    """The mask `pack_mask` packed."""
+    out = {}
+    for layer, (bits, shape) in packed.items():
+        n = int(np.prod(shape))
+        out[layer] = torch.from_numpy(np.unpackbits(bits.numpy(), count=n).astype(bool)).view(shape)
+    return out

@@ -34,7 +34,7 @@ from pathlib import Path
 import torch
 
 from lth_lib.scales import (
-    COMMITTED_SCALES,
+    COMMITTED_FIGURES,
     SCALES,
     NotebookParameters,
     check_parameter_names,
@@ -44,9 +44,16 @@ from lth_lib.scales import (
 
 PROJECT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = PROJECT / "notebooks"
-FIGURES = PROJECT / "figures"
 # The order they run in: the later notebooks reuse the earlier ones' stored runs.
 ORDER = ("lenet_mnist", "conv_cifar10", "oneshot_vs_iterative", "controls", "weight_travel")
+# What each notebook draws with its default parameters: per network, the strategies.
+DRAWS = {
+    "lenet_mnist": {"lenet300": ("iterative",)},
+    "conv_cifar10": {"conv2": ("iterative",), "conv4": ("iterative",), "conv6": ("iterative",)},
+    "oneshot_vs_iterative": {"lenet300": ("iterative", "oneshot"), "conv2": ("iterative", "oneshot")},
+    "controls": {"lenet300": ("iterative",), "conv2": ("iterative",)},
+    "weight_travel": {"lenet300": ("iterative",)},
+}
 
 
 @dataclass
@@ -81,11 +88,47 @@ def run_name(scale: str, parameters: dict) -> str:
 
 
 def default_figures_dir(names: list[str], scale: str, parameters: dict, out_dir: Path) -> Path:
-    """figures/ for a full regeneration at a committed scale with no overrides (what the
-    repository holds); out_dir/figures for any other run, so it never replaces those."""
-    if set(names) == set(notebook_names()) and scale in COMMITTED_SCALES and not parameters:
-        return FIGURES
+    """The committed figures' folder (figures/, figures/paper/) for a full regeneration at
+    a committed scale with no overrides; out_dir/figures for any other run, so it never
+    replaces those."""
+    if set(names) == set(notebook_names()) and scale in COMMITTED_FIGURES and not parameters:
+        return PROJECT / COMMITTED_FIGURES[scale]
     return out_dir / "figures"
+
+
+def drawable(names: list[str], scale: str) -> dict[str, list[str]]:
+    """For a run that must not train: per notebook, the networks whose experiments the
+    committed portable store holds at least one level of (notebooks with none are left out)."""
+    from lth_lib.advance import levels_stored
+    from lth_lib.portable import portable_store
+
+    store, params = portable_store(scale), NotebookParameters(scale=scale)
+    make = {"iterative": params.iterative, "oneshot": params.oneshot}
+    plan = {}
+    for name in names:
+        networks = [
+            network for network, strategies in DRAWS[name].items()
+            if store is not None and all(levels_stored(make[s](network), store) for s in strategies)
+        ]  # fmt: skip
+        if networks:
+            plan[name] = networks
+    return plan
+
+
+def nothing_stored_text(scale: str) -> str:
+    """Why a run that must not train draws nothing, and what training would take here."""
+    from lth_lib.advance import work_left, work_left_text
+    from lth_lib.portable import portable_store
+
+    return (
+        f"No {scale}-scale results are stored in {portable_store(scale)}, and without a GPU this "
+        f"command draws {scale}-scale figures from them rather than train for hours. Training them on this "
+        f"machine would take at least (measured training steps, evaluation not counted):\n\n"
+        f"{work_left_text(work_left(scale, portable_store(scale), 'cpu'), 'cpu')}\n\n"
+        f"Train them on a GPU instead: `python -m lth_lib.advance --scale {scale} --budget SECONDS`, or "
+        f"scripts/device-job in short GPU slots, then `python -m lth_lib.advance --import DIR` and commit "
+        f"figures/data/{scale}/. Or train here anyway with --train."
+    )
 
 
 def kernel_options() -> dict:
@@ -103,8 +146,10 @@ def kernel_options() -> dict:
     return {"config": Config({"KernelManager": {"transport": "ipc", "ip": str(sockets)}})}
 
 
-def regenerate(names: list[str], scale: str, parameters: dict, out_dir: Path, figures_dir: Path) -> list[Outcome]:
-    """Run `names` at `scale`, one after another, showing their output; the outcome of each."""
+def regenerate(names: list[str], scale: str, parameters: dict[str, dict], out_dir: Path, figures_dir: Path
+               ) -> list[Outcome]:  # fmt: skip
+    """Run `names` at `scale` (each with its `parameters`), one after another, showing their
+    output; the outcome of each."""
     import papermill
 
     os.environ.pop("JPY_SESSION_NAME", None)  # text progress bars in the kernels, even if started from JupyterLab
@@ -117,7 +162,7 @@ def regenerate(names: list[str], scale: str, parameters: dict, out_dir: Path, fi
             papermill.execute_notebook(
                 NOTEBOOKS / f"{name}.ipynb",
                 out_dir / f"{name}.ipynb",
-                parameters={"scale": scale, "figures_dir": str(figures_dir), **parameters},
+                parameters={"scale": scale, "figures_dir": str(figures_dir), **parameters[name]},
                 kernel_name="python3",
                 cwd=str(NOTEBOOKS),
                 progress_bar=False,
@@ -217,8 +262,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=None,
                         help="executed notebooks (default: out/<run>, e.g. out/smoke or out/cpu-trials-3)")
     parser.add_argument("--figures", type=Path, default=None,
-                        help="figures folder (default: figures/ for a full regeneration at a committed scale "
-                             f"({', '.join(COMMITTED_SCALES)}) with no -p overrides, else <out>/figures)")
+                        help="figures folder (default: for a full regeneration with no -p overrides at a "
+                             f"committed scale, {', '.join(f'{k}: {v}/' for k, v in COMMITTED_FIGURES.items())}; "
+                             "else <out>/figures)")
+    parser.add_argument("--train", action="store_true",
+                        help="train what is missing even at paper scale without a GPU (hours to days)")
     parser.add_argument("--refresh", action="store_true",
                         help="re-store the notebooks' reference outputs (smoke scale, in place) and exit")
     args = parser.parse_args(argv)
@@ -239,14 +287,28 @@ def main(argv: list[str] | None = None) -> int:
         check_request(names, {"scale": scale, **parameters})
     except ValueError as error:
         parser.error(str(error))
-    if "scale" in parameters or "figures_dir" in parameters:
-        parser.error("give the scale with --scale and the figures folder with --figures")
+    if {"scale", "figures_dir", "train"} & set(parameters):
+        parser.error("give the scale with --scale, the figures folder with --figures, training with --train")
     out_dir = (args.out or PROJECT / "out" / run_name(scale, parameters)).resolve()
-    out_dir.mkdir(parents=True, exist_ok=True)
     figures_dir = (args.figures or default_figures_dir(names, scale, parameters, out_dir)).resolve()
+    per_notebook = {name: dict(parameters) for name in names}
+    if args.train:
+        per_notebook = {name: {**p, "train": True} for name, p in per_notebook.items()}
+    elif not NotebookParameters(scale=scale).training:  # draw from the committed results only
+        plan = drawable(names, scale)
+        if not plan:
+            print(nothing_stored_text(scale), file=sys.stderr)
+            return 1
+        for name in names:
+            if name not in plan:
+                print(f"{name}: skipped, no {scale}-scale results of {', '.join(DRAWS[name])} are stored")
+            elif "networks" not in parameters and list(plan[name]) != list(DRAWS[name]):
+                per_notebook[name]["networks"] = ",".join(plan[name])  # what the committed results cover
+        names = [name for name in names if name in plan]
+    out_dir.mkdir(parents=True, exist_ok=True)
     print(f"figures go to {figures_dir}, executed notebooks to {out_dir}", flush=True)
 
-    outcomes = regenerate(names, scale, parameters, out_dir, figures_dir)
+    outcomes = regenerate(names, scale, per_notebook, out_dir, figures_dir)
     if set(names) == set(notebook_names()):
         written = f"written to {write_timings(outcomes, scale, figures_dir).name}"
     else:  # a subset's times would replace the whole run's

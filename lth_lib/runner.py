@@ -12,19 +12,20 @@ packs as many levels per job as `max_members` allows.
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import torch
 
-from lth_lib.data import Dataset, data_copy, load_dataset
+from lth_lib.data import COPIES, DataNotFoundError, Dataset, data_copy, load_dataset
 from lth_lib.lottery import Experiment, Job, Record, level_job, level_size, prune_tickets, run_job
 from lth_lib.models import Network, architecture, glorot_init
+from lth_lib.portable import read_level
 from lth_lib.progress import TrainingBar
-from lth_lib.pruning import Mask, dense_mask, remaining_fraction
+from lth_lib.pruning import Mask, dense_mask, pack_mask, unpack_mask
 from lth_lib.store import (
     Level,
     check_writable,
@@ -59,8 +60,8 @@ class Results:
     records: list[Record]
     directory: Path | None
     initial_weights: list[dict]  # each trial's theta_0
-    dense_weights: list[dict]  # each trial's trained dense network (level 0)
-    masks: dict[int, list[Mask]]  # level -> each trial's ticket mask
+    dense_weights: list[dict] | None  # each trial's trained dense network (level 0; None: not stored)
+    masks: dict[int, list[Mask] | None]  # level -> each trial's ticket mask (None: not stored)
 
     def table(self) -> pd.DataFrame:
         """One row per trained member and level."""
@@ -79,13 +80,19 @@ class Results:
         )
         return out.reset_index()
 
+    @property
+    def levels_done(self) -> int:
+        """How many levels the records cover, the dense level 0 included (rounds + 1 when
+        the experiment is complete; fewer when drawn from a store still being filled)."""
+        return len({r.level for r in self.records})
+
     def percent_remaining(self, level: int) -> float:
         """The percent of weights the tickets keep at `level`."""
-        return 100 * remaining_fraction(self.masks[level][0])
+        return next(r.percent_remaining for r in self.records if r.kind == "ticket" and r.level == level)
 
     def level_near(self, percent: float) -> int:
         """The pruned level whose tickets keep the percent of weights closest to `percent`."""
-        pruned = [level for level in self.masks if level > 0]
+        pruned = sorted({r.level for r in self.records if r.level > 0})
         if not pruned:
             raise ValueError("this experiment has no pruned levels")
         return min(pruned, key=lambda level: abs(self.percent_remaining(level) - percent))
@@ -158,6 +165,14 @@ def plan(exp: Experiment, max_members: int = DEFAULT_MAX_MEMBERS) -> list[list[i
     return [[0]] + [levels[i : i + group] for i in range(0, len(levels), group)]
 
 
+class OutOfTime(RuntimeError):
+    """Training stopped: the level under way would not finish before the deadline."""
+
+
+class NothingStoredError(LookupError):
+    """An experiment was to be drawn without training, and no store holds any of its levels."""
+
+
 def run(
     exp: Experiment,
     data: Dataset | None = None,
@@ -167,69 +182,128 @@ def run(
     device: str | torch.device | None = None,
     max_members: int | None = None,
     progress: bool = True,
+    portable: str | Path | None = None,
+    train: bool = True,
+    deadline: float | None = None,
 ) -> Results:
     """Run `exp`, reusing every finished level in the store and continuing from the first
     unfinished one. `data` (a Dataset) overrides loading from `data_root`/LTH_DATA.
-    `max_members` networks train at once as one ensemble (default: `default_max_members`)."""
-    dataset = architecture(exp.network).dataset
-    copy = data.copy if data is not None else data_copy(dataset, data_root)  # fails early if missing
-    if exp.data_copy and exp.data_copy != copy:
-        raise ValueError(f"experiment asks for data copy {exp.data_copy!r} but the data found is {copy!r}")
-    exp = dataclasses.replace(exp, data_copy=copy)
+    `max_members` networks train at once as one ensemble (default: `default_max_members`).
+
+    `portable`: a portable store (`lth_lib.portable`, e.g. the committed paper-scale
+    results) whose levels come first; the results store adds the levels trained after
+    them. `train=False` draws only what is stored: the levels from 0 up to the first one
+    missing (`NothingStoredError` if there are none), without the data set. `deadline` (a
+    `time.monotonic()` value): stop with `OutOfTime`, keeping every finished level, rather
+    than start or go on with a level that would end after it."""
+    exp = dataclasses.replace(exp, data_copy=_data_copy(exp, data, data_root, portable, train))
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     max_members = default_max_members(exp.network, device) if max_members is None else max_members
     if max_members < 1:
         raise ValueError(f"max_members must be at least 1, got {max_members}")
     directory = experiment_dir(exp, results_root) if store else None
-    if directory is not None:
+    if directory is not None and train:
         check_writable(directory)
         write_description(directory, exp, max_members)
+    committed = experiment_dir(exp, portable) if portable is not None else None
     loaded: list[Dataset] = []
 
     def get_data() -> Dataset:
         if not loaded:
+            dataset = architecture(exp.network).dataset
             loaded.append(data.to(device) if data is not None else load_dataset(dataset, data_root, device))
         return loaded[0]
 
     theta0 = [glorot_init(Network(exp.network), seed) for seed in exp.seeds]
-    masks = [dense_mask(exp.network) for _ in exp.seeds]
-    start, dense, records, level_masks = theta0, None, [], {}
-    stale = directory is None
+    masks: list[Mask] | None = [dense_mask(exp.network) for _ in exp.seeds]
+    start: list[dict] | None = theta0
+    dense, records, level_masks = None, [], {}
+    stale, diverged = directory is None and committed is None, False
     jobs = plan(exp, max_members)
     bar = None
     try:
         for j, levels in enumerate(jobs):
             for level in levels:
                 level_masks[level] = _level_masks(exp, level, masks, dense)
-            stored = [] if stale else [load_level(directory, level) for level in levels]
+            stored = []
+            for level in [] if stale else levels:
+                ours = read_level(committed, level) if committed is not None else None
+                local = load_level(directory, level) if directory is not None and not diverged else None
+                if ours is not None and local is not None and ours.records != local.records:
+                    diverged = True  # the results store's later levels grew from other results
+                stored.append(ours or local)
             if not stored or None in stored:
+                if not train:
+                    break
                 stale = True  # every later job depends on this one: redo them all
                 if progress and bar is None:  # one bar over all the training still to do
-                    bar = TrainingBar(f"{exp.network} {exp.pruning.strategy}", _iterations(exp, jobs[j:], max_members))
-                stored = _train_job(exp, levels, level_masks, start, get_data, max_members, bar)
+                    bar = TrainingBar(f"{exp.network} {exp.pruning.strategy}", job_iterations(exp, jobs[j:], max_members))
+                stored = _train_job(exp, levels, level_masks, start, get_data, max_members, bar, deadline)
                 if directory is not None:
                     for level, result in zip(levels, stored):
                         save_level(directory, level, result.records, result.tensors)
-            for result in stored:
+            for level, result in zip(levels, stored):
                 records += result.records
-                if "dense" in result.tensors:
-                    dense = [_to_state(w) for w in result.tensors["dense"]]
-                    start = [_to_state(w) for w in result.tensors["rewind"]] if "rewind" in result.tensors else theta0
-                if "next_masks" in result.tensors:
-                    masks = [unpack_mask(m) for m in result.tensors["next_masks"]]
+                tensors = result.tensors
+                if "dense" in tensors:
+                    dense = [_to_state(w) for w in tensors["dense"]]
+                if level == 0 and exp.pruning.rewind_iteration:
+                    start = [_to_state(w) for w in tensors["rewind"]] if "rewind" in tensors else None
+                if "next_masks" in tensors:
+                    masks = [unpack_mask(m) for m in tensors["next_masks"]]
+                elif exp.pruning.strategy == "iterative":
+                    masks = None  # a portable store keeps only some levels' masks
     finally:
         if bar is not None:
             bar.close()
-    if directory is not None:
+    if not records:
+        raise NothingStoredError(
+            f"no level of {exp.network} {exp.pruning.strategy} ({exp.identity()}) is stored in "
+            f"{' or '.join(str(p) for p in (committed, directory) if p is not None)}; run it with train=True"
+        )
+    if directory is not None and train:
         write_tables(directory, records)
-    return Results(exp, records, directory, theta0, dense, level_masks)
+    done = {r.level for r in records}
+    return Results(exp, records, directory, theta0, dense, {lv: m for lv, m in level_masks.items() if lv in done})
 
 
-def _level_masks(exp: Experiment, level: int, masks: list[Mask], dense: list[dict] | None) -> list[Mask]:
+def _data_copy(exp: Experiment, data: Dataset | None, data_root, portable, train: bool) -> str:
+    """The data copy `exp` runs on: the data's; without training, the one `exp` names, else
+    the local copy's, else the one the portable store holds `exp` for."""
+    if not train and data is None and exp.data_copy:
+        return exp.data_copy
+    if data is not None:
+        copy = data.copy
+    else:
+        try:
+            copy = data_copy(architecture(exp.network).dataset, data_root)  # fails early if missing
+        except DataNotFoundError:
+            copies = _stored_copies(exp, portable) if not train else []
+            if len(copies) != 1:
+                raise
+            copy = copies[0]
+    if exp.data_copy and exp.data_copy != copy:
+        raise ValueError(f"experiment asks for data copy {exp.data_copy!r} but the data found is {copy!r}")
+    return copy
+
+
+def _stored_copies(exp: Experiment, portable) -> list[str]:
+    """The data copies a portable store holds `exp` for."""
+    if portable is None:
+        return []
+    copies = COPIES[architecture(exp.network).dataset]
+    return [c for c in copies if experiment_dir(dataclasses.replace(exp, data_copy=c), portable).is_dir()]
+
+
+def _level_masks(exp: Experiment, level: int, masks: list[Mask] | None, dense: list[dict] | None
+                 ) -> list[Mask] | None:  # fmt: skip
     """Each trial's ticket mask at `level`: the running mask (iterative pruning, or the
-    dense level 0), or the trained dense network pruned `level` rounds' worth at once."""
+    dense level 0), or the trained dense network pruned `level` rounds' worth at once;
+    None where the store does not keep what they come from."""
     if level == 0 or exp.pruning.strategy == "iterative":
         return masks
+    if dense is None:
+        return None
     return prune_tickets(exp, dense, [dense_mask(exp.network)] * exp.trials, rounds=level)
 
 
@@ -241,8 +315,16 @@ def _train_job(
     get_data: Callable[[], Dataset],
     max_members: int,
     bar: TrainingBar | None,
+    deadline: float | None,
 ) -> list[Level]:
     """Train one job's levels together; one stored Level per level."""
+    missing = [level for level in levels if level_masks[level] is None] or ([] if start is not None else levels)
+    if missing:
+        raise RuntimeError(
+            f"{exp.network} {exp.pruning.strategy}: the stored levels before level {missing[0]} do not keep the masks "
+            f"or weights it starts from (a portable store keeps large ones only at its last level); "
+            f"train it from level 0 in an empty results store"
+        )
     job = Job()
     for level in levels:
         level_job(exp, level, level_masks[level], start, job)
@@ -250,7 +332,15 @@ def _train_job(
     first = 0 if levels == [0] else k
     name = f"level {levels[0]}" if len(levels) == 1 else f"levels {levels[0]}-{levels[-1]}"
     nets = f"{len(job.members)} net{'s' if len(job.members) != 1 else ''}"
-    progress = bar.job(f"{name}/{exp.pruning.rounds} ({nets})", first) if bar else None
+    chunks = -(-len(job.members) // max_members)
+    watchers = [bar.job(f"{name}/{exp.pruning.rounds} ({nets})", first)] if bar else []
+    if deadline is not None:
+        watchers.append(_deadline_watch(deadline, chunks * (exp.training.iterations - first), first, name))
+
+    def progress(iteration: int, metrics: dict) -> None:
+        for watch in watchers:
+            watch(iteration, metrics)
+
     records, results = run_job(
         exp, job, get_data(), first, k if levels == [0] and k else None, max_members, progress
     )
@@ -270,7 +360,27 @@ def _train_job(
     return out
 
 
-def _iterations(exp: Experiment, jobs: list[list[int]], max_members: int) -> int:
+def _deadline_watch(deadline: float, total: int, first: int, name: str) -> Callable[[int, dict], None]:
+    """A progress callback that raises OutOfTime at an evaluation point once the job (`total`
+    iterations, in chunks each starting at `first`) is past the deadline or, judged on at
+    least 5 s or 2% of it, would end after it."""
+    started, done, last = time.monotonic(), 0, first
+
+    def check(iteration: int, metrics: dict) -> None:
+        nonlocal done, last
+        if iteration < last:  # the next chunk of members started
+            last = first
+        done, last = done + iteration - last, iteration
+        now = time.monotonic()
+        judged = done > 0 and (now - started >= 5 or done >= total / 50)
+        finish = now + (now - started) * (total - done) / done if judged else now
+        if finish > deadline:
+            raise OutOfTime(f"{name} would end {finish - deadline:.0f} s after the deadline ({done:,} of {total:,} iterations done)")
+
+    return check
+
+
+def job_iterations(exp: Experiment, jobs: list[list[int]], max_members: int) -> int:
     """The training iterations `jobs` take, counting each chunk of `max_members` networks."""
     total = 0
     for levels in jobs:
@@ -282,19 +392,3 @@ def _iterations(exp: Experiment, jobs: list[list[int]], max_members: int) -> int
 
 def _to_state(state: dict) -> dict:
     return {name: value.cpu() for name, value in state.items()}
-
-
-def pack_mask(mask: Mask) -> dict:
-    """A mask as bit-packed uint8 tensors (8x smaller on disk), with each layer's shape."""
-    return {
-        layer: (torch.from_numpy(np.packbits(m.cpu().numpy().ravel())), tuple(m.shape)) for layer, m in mask.items()
-    }
-
-
-def unpack_mask(packed: dict) -> Mask:
-    """The mask `pack_mask` packed."""
-    out = {}
-    for layer, (bits, shape) in packed.items():
-        n = int(np.prod(shape))
-        out[layer] = torch.from_numpy(np.unpackbits(bits.numpy(), count=n).astype(bool)).view(shape)
-    return out

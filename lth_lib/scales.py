@@ -28,9 +28,11 @@ from lth_lib.models import ARCHITECTURES
 from lth_lib.paths import project_path
 
 SCALES = ("smoke", "cpu", "paper")
-# Scales whose figures are committed in figures/: only a full regeneration at one of them,
+# Scales whose figures are committed, and where: only a full regeneration at one of them,
 # with no parameter overrides, writes there (`python -m lth_lib.regenerate`).
-COMMITTED_SCALES = ("cpu",)
+COMMITTED_FIGURES = {"cpu": "figures", "paper": "figures/paper"}
+
+CONTROLS = ("reinit", "random_prune")  # the controls every iterative experiment trains beside its tickets
 
 # Per scale and network: the overrides of the paper's protocol (`paper_experiment`).
 SCALE_OVERRIDES: dict[str, dict[str, dict]] = {
@@ -94,6 +96,7 @@ class NotebookParameters:
     data_root: str | None = None  # None: LTH_DATA, else torchvision's download
     results_root: str | None = None  # None: LTH_RESULTS, else results/ in the project
     figures_dir: str | None = None  # where to save the figures (None: only show them)
+    train: bool | None = None  # None: train what is missing, except at paper scale without a GPU
     ticket_percent: float = 21.1  # weight travel: the ticket nearest this percent remaining
 
     def __post_init__(self) -> None:
@@ -108,6 +111,8 @@ class NotebookParameters:
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value < 1):
                 raise ValueError(f"{name} must be a positive integer or None, got {value!r}")
+        if self.train is not None and not isinstance(self.train, bool):
+            raise ValueError(f"train must be True, False or None, got {self.train!r}")
 
     @property
     def network_list(self) -> list[str]:
@@ -119,6 +124,34 @@ class NotebookParameters:
         mine = {n: getattr(self, n) for n in ("iterations", "rounds", "trials", "control_trials")}
         mine = {n: v for n, v in mine.items() if v is not None}
         return scaled_experiment(network, self.scale, seed=self.seed, **{**overrides, **mine})
+
+    def iterative(self, network: str) -> Experiment:
+        """Iterative pruning with both of the paper's controls: what the notebooks draw."""
+        return self.experiment(network, controls=CONTROLS)
+
+    def oneshot(self, network: str) -> Experiment:
+        """The one-shot sweep at the same per-layer sizes, tickets only."""
+        return self.experiment(network, strategy="oneshot")
+
+    @property
+    def training(self) -> bool:
+        """Whether `run` may train: `train`, else yes except at paper scale without a GPU
+        (there the notebooks draw what the committed store, figures/data/paper/, holds)."""
+        return self.train if self.train is not None else self.scale != "paper" or torch.cuda.is_available()
+
+    def run(self, experiment: Experiment, data=None):
+        """`lth.run` as the notebooks call it: this notebook's folders, the committed portable
+        store of this scale (figures/data/paper/ at paper scale) before the results store,
+        training only where `training` allows, progress bars except at smoke scale."""
+        from lth_lib.portable import COMMITTED_SCALES, portable_store
+        from lth_lib.runner import run
+
+        store = portable_store(self.scale) if self.scale in COMMITTED_SCALES else None
+        return run(
+            experiment, data, data_root=self.data_root, results_root=self.results_root,
+            portable=store if store is not None and store.is_dir() else None,
+            train=self.training, progress=self.scale != "smoke",
+        )  # fmt: skip
 
     def save(self, fig, name: str) -> None:
         """Save `fig` as figures_dir/name.{png,svg} when figures_dir is set."""
@@ -158,3 +191,16 @@ def notebook_parameters(namespace: dict) -> NotebookParameters:
     }
     check_parameter_names(values)
     return NotebookParameters(**values)
+
+
+def experiments_in_order(scale: str) -> list[Experiment]:
+    """Every experiment the notebooks draw at `scale`, as their default parameters make
+    them, in the order `lth_lib.advance` trains them: LeNet iterative, the LeNet one-shot
+    sweep, then Conv-2, Conv-4 and Conv-6 (the Conv-2 one-shot sweep is left out: its
+    trained dense networks, which its levels are pruned from, are too large to travel)."""
+    params = NotebookParameters(scale=check_scale(scale))
+    return [
+        params.iterative("lenet300"),
+        params.oneshot("lenet300"),
+        *(params.iterative(network) for network in ("conv2", "conv4", "conv6")),
+    ]

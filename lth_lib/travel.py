@@ -20,6 +20,8 @@ def weight_travel(results: Results, level: int) -> pd.DataFrame:
     in magnitude."""
     if level not in results.masks or level == 0:
         raise ValueError(f"level must be one of the pruned levels {sorted(results.masks)[1:]}, got {level}")
+    if results.masks[level] is None or results.dense_weights is None:
+        raise ValueError(f"the store these results come from does not keep the masks of level {level} or the dense weights")
     frames = []
     for trial, (initial, final, mask) in enumerate(
         zip(results.initial_weights, results.dense_weights, results.masks[level])

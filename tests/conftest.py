@@ -27,6 +27,15 @@ def mnist() -> Dataset:
     return load_dataset("mnist", root)
 
 
+@pytest.fixture(scope="session")
+def local_data() -> Path:
+    """The folder holding local MNIST and CIFAR-10 copies (skipped with a reason where none is)."""
+    root = data_root()
+    if not (root / "MNIST" / "raw").is_dir() or not (root / "CIFAR-10-images").is_dir():
+        pytest.skip(f"the local MNIST and CIFAR-10 copies are not under {root}; set {DATA_ENV}")
+    return root
+
+
 def synthetic_dataset() -> Dataset:
     """MNIST-shaped random data whose label is a linear function of the input."""
     g = torch.Generator().manual_seed(0)

@@ -155,7 +155,7 @@ def test_checked_outputs_hold_when_float_rounding_changes(tmp_path):
 def test_nbval_fails_when_a_result_bearing_value_changes_and_passes_when_restored(tmp_path):
     pytest.importorskip("nbval")
     original = nbformat.read(NOTEBOOKS / "lenet_mnist.ipynb", as_version=4)
-    target = 'params.experiment("lenet300", controls=("reinit", "random_prune"))'
+    target = 'params.iterative("lenet300")'
     [cell] = [c for c in original.cells if target in c.source]
     changed = copy.deepcopy(original)
     changed.cells[original.cells.index(cell)].source = cell.source.replace(
@@ -209,3 +209,16 @@ def test_only_a_full_regeneration_at_the_committed_scale_writes_into_figures(arg
     assert main(argv) == 0
     assert seen == [(PROJECT / folder).resolve()]
     assert f"figures go to {seen[0]}" in capsys.readouterr().out
+
+
+def test_what_regenerate_knows_each_notebook_draws_matches_its_parameters(notebook):
+    from lth_lib.regenerate import DRAWS
+
+    name, nb = notebook
+    [cell] = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    defaults = {t.id: node.value for node in ast.parse(cell.source).body for t in node.targets}
+    networks = ast.literal_eval(defaults["networks"]).split(",") if "networks" in defaults else ["lenet300"]
+    assert list(DRAWS[name]) == networks
+    code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
+    for strategies in DRAWS[name].values():
+        assert all(f"params.{s}(" in code for s in strategies), name

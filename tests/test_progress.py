@@ -24,7 +24,7 @@ def test_one_text_bar_per_experiment_on_stdout_naming_the_level(synthetic, capsy
     last = out.replace("\r", "\n").strip().splitlines()[-1]
     # levels 0, 1 and 2: 20 iterations each; levels 1 and 2 train 2 networks in one chunk
     assert last.startswith("lenet300 iterative · level 2/2 (2 nets): 100%")
-    assert "60.0/60.0" in last and "test_acc=" in last
+    assert "60/60" in last and "test_acc=" in last
 
 
 def test_a_job_in_chunks_counts_each_chunk(capsys, monkeypatch):
@@ -51,4 +51,4 @@ def test_no_bar_when_everything_comes_from_the_store(synthetic, tmp_path, capsys
     out = capsys.readouterr().out
     assert (out == "") == stored
     if not stored:  # only the missing level is trained and counted
-        assert "20.0/20.0" in out.replace("\r", "\n").strip().splitlines()[-1]
+        assert "20/20" in out.replace("\r", "\n").strip().splitlines()[-1]

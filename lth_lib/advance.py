@@ -1,0 +1,241 @@
+"""Advance a scale's experiments within a time budget, and carry the results between machines.
+
+    python -m lth_lib.advance --scale paper --budget 540 --export OUT   # on a GPU, for 9 minutes
+    python -m lth_lib.advance --import OUT                               # back here: merge, then commit
+    python -m lth_lib.advance --status                                   # what is stored, what is left
+
+Trains the experiments the notebooks draw (`lth_lib.scales.experiments_in_order`: LeNet
+iterative, the LeNet one-shot sweep, Conv-2, Conv-4, Conv-6), each resumed from the
+portable store (`figures/data/paper/`, committed; out/data/<scale>/ at other scales) and
+the results store, and stops cleanly before the budget runs out: a level that would not
+finish in time is stopped and dropped, every finished one is kept. The newly finished
+levels are written into the portable store and, with --export, packed into DIR as at
+most 8 files under 16 MiB (`lth_lib.portable`). The budget counts from the start of the
+process.
+
+A resume is exact: another call, on any machine, continues where the last one stopped and
+gives the numbers an uninterrupted run gives on that machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import os
+import platform
+import signal
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from lth_lib.data import COPIES, data_copy
+from lth_lib.lottery import Experiment, level_size
+from lth_lib.models import Network, architecture, glorot_init
+from lth_lib.portable import ExportError, portable_store, export, import_export, stored_levels, sync
+from lth_lib.pruning import dense_mask
+from lth_lib.runner import OutOfTime, default_max_members, job_iterations, plan, run
+from lth_lib.scales import SCALES, check_scale, experiments_in_order
+from lth_lib.store import experiment_dir
+from lth_lib.train import Member, TrainStep
+
+
+def levels_stored(exp: Experiment, store: Path) -> int:
+    """How many levels of `exp` (from level 0 on, without a gap) the portable store holds,
+    for any copy of its data set."""
+    best = 0
+    for copy in COPIES[architecture(exp.network).dataset]:
+        levels = stored_levels(experiment_dir(_with_copy(exp, copy), store))
+        best = max(best, next((i for i, level in enumerate(levels) if level != i), len(levels)))
+    return best
+
+
+def seconds_per_step(network: str, members: int, device: str, steps: int = 3) -> float:
+    """One training step of `members` stacked networks on `device`, measured on random data."""
+    shape = architecture(network).input_shape
+    member = Member(glorot_init(Network(network), 0), dense_mask(network), 0)
+    step = TrainStep.build(network, [member] * members, 1e-3, device)
+    x = torch.rand(members * 60, *shape, device=device)
+    y = torch.randint(0, 10, (members * 60,), device=device)
+    idx = torch.arange(members * 60, device=device).view(members, 60)
+    step(x, y, idx)  # warm-up
+    if device != "cpu":
+        torch.cuda.synchronize()
+    started = time.perf_counter()
+    for _ in range(steps):
+        step(x, y, idx)
+    if device != "cpu":
+        torch.cuda.synchronize()
+    return (time.perf_counter() - started) / steps
+
+
+def work_left(scale: str, store: Path | None, device: str) -> list[dict]:
+    """Per experiment of `scale`: levels stored, levels in all, and an estimate of the
+    training time left on `device` (measured steps; evaluation not counted)."""
+    rows, measured = [], {}
+    for exp in experiments_in_order(scale):
+        done = levels_stored(exp, store) if store is not None else 0
+        max_members = default_max_members(exp.network, device)
+        jobs = [job for job in plan(exp, max_members) if job[0] >= done]
+        members = min(max_members, level_size(exp, 1))
+        if jobs and (exp.network, members) not in measured:
+            measured[exp.network, members] = seconds_per_step(exp.network, members, device)
+        seconds = job_iterations(exp, jobs, max_members) * measured.get((exp.network, members), 0.0)
+        rows.append({"experiment": exp, "done": done, "levels": exp.pruning.rounds + 1, "seconds": seconds})
+    return rows
+
+
+def work_left_text(rows: list[dict], device: str) -> str:
+    """`work_left` as a table, with the total."""
+    lines = [f"{'experiment':<24}{'levels stored':>15}{'time left on ' + device:>22}"]
+    for row in rows:
+        exp = row["experiment"]
+        lines.append(f"{exp.network + ' ' + exp.pruning.strategy:<24}{row['done']:>9} of {row['levels']:<3}"
+                     f"{_duration(row['seconds']):>22}")  # fmt: skip
+    lines.append(f"{'total':<24}{'':>15}{_duration(sum(r['seconds'] for r in rows)):>22}")
+    return "\n".join(lines)
+
+
+def advance(
+    scale: str,
+    budget: float,
+    store: Path,
+    results_root: Path | None = None,
+    data_root: Path | None = None,
+    device: str | None = None,
+    dataset: str | None = None,
+    started: float | None = None,
+) -> list[Path]:
+    """Train `scale`'s experiments (those of `dataset` only, if given) in order until the
+    budget (seconds from `started`, a `time.monotonic()` value; default now) is nearly
+    spent; write the newly finished levels into the portable store `store`; the level
+    files written."""
+    end = (time.monotonic() if started is None else started) + budget
+    margin = min(30.0, max(3.0, 0.05 * budget))  # to write and pack the results
+    deadline = end - margin
+    finished: list[Path] = []
+    stopped, exp = None, None
+    with _alarm(end - margin / 2):
+        try:
+            for exp in experiments_in_order(scale):
+                if dataset is not None and architecture(exp.network).dataset != dataset:
+                    continue
+                if time.monotonic() >= deadline:
+                    raise OutOfTime("the budget was spent before this experiment")
+                print(f"{exp.network} {exp.pruning.strategy}: {levels_stored(exp, store)} of "
+                      f"{exp.pruning.rounds + 1} levels stored", flush=True)  # fmt: skip
+                results = run(exp, data_root=data_root, results_root=results_root, device=device, portable=store,
+                              deadline=deadline)  # fmt: skip
+                finished.append(results.directory)
+        except OutOfTime as reason:
+            stopped = f"stopped: {reason}"
+            if exp is not None:
+                stopped = f"stopped at {exp.network} {exp.pruning.strategy}: {reason}"
+                finished.append(experiment_dir(_located(exp, data_root), results_root))
+    written = [path for directory in finished if directory.is_dir() for path in sync(directory, store)]
+    spent = time.monotonic() - (end - budget)
+    print(f"{stopped or 'every experiment is complete'} ({spent:.0f} s of the {budget:.0f} s budget)", flush=True)
+    return written
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m lth_lib.advance", description=__doc__.split("\n")[0])
+    parser.add_argument("--scale", default="paper", help=f"one of {', '.join(SCALES)} (default: paper)")
+    parser.add_argument("--budget", type=float, help="seconds this process may run, everything included")
+    parser.add_argument("--export", type=Path, metavar="DIR", help="pack the newly finished levels into DIR")
+    parser.add_argument("--import", dest="import_dir", type=Path, metavar="DIR", help="merge an export into the store")
+    parser.add_argument("--status", action="store_true", help="print what is stored and what is left, and exit")
+    parser.add_argument("--store", type=Path,
+                        help="the portable store (default: figures/data/paper/, committed; out/data/<scale>/ for others)")
+    parser.add_argument("--results", type=Path, help="the results store (default: LTH_RESULTS, else results/)")
+    parser.add_argument("--data", type=Path, help="the data folder (default: LTH_DATA, else torchvision's download)")
+    parser.add_argument("--device", help="cpu or cuda (default: cuda where there is one)")
+    parser.add_argument("--dataset", choices=("mnist", "cifar10"), help="only the experiments on this data set")
+    args = parser.parse_args(argv)
+    try:
+        check_scale(args.scale)
+    except ValueError as error:
+        parser.error(str(error))
+    store = args.store or portable_store(args.scale)
+    if store is None:
+        parser.error("outside a checkout of the project, give the portable store with --store")
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if args.import_dir is not None:
+        try:
+            added = import_export(args.import_dir, store)
+        except ExportError as error:
+            print(f"refused: {error}; {store} is as it was", file=sys.stderr)
+            return 1
+        print(f"added {len(added)} level files to {store}")
+        return 0
+    if args.status:
+        print(work_left_text(work_left(args.scale, store, device), device))
+        return 0
+    if args.budget is None or args.budget <= 0:
+        parser.error("give the time budget in seconds with --budget")
+    started = time.monotonic() - _process_age()  # the budget counts Python's start and imports too
+    written = advance(args.scale, args.budget, store, args.results, args.data, device, args.dataset, started)
+    print(f"{len(written)} new level files in {store}")
+    if args.export is not None:
+        note = {"scale": args.scale, "device": _device_name(device), "torch": torch.__version__,
+                "python": platform.python_version()}  # fmt: skip
+        files = export(store, written, args.export, note)
+        print(f"export: {len(files)} files in {args.export} ({sum(f.stat().st_size for f in files):,} bytes)")
+    return 0
+
+
+def _with_copy(exp: Experiment, copy: str) -> Experiment:
+    return dataclasses.replace(exp, data_copy=copy)
+
+
+def _located(exp: Experiment, data_root: Path | None) -> Experiment:
+    """`exp` with the data copy `run` gives it."""
+    return _with_copy(exp, data_copy(architecture(exp.network).dataset, data_root))
+
+
+@contextlib.contextmanager
+def _alarm(at: float):
+    """Raise OutOfTime in the main thread at monotonic time `at`, whatever it is doing
+    (loading data, training); where there is no SIGALRM, only `run`'s own checks stop it."""
+    if not hasattr(signal, "SIGALRM"):
+        yield
+        return
+
+    def stop(signum, frame):
+        raise OutOfTime("the budget ran out")
+
+    previous = signal.signal(signal.SIGALRM, stop)
+    signal.setitimer(signal.ITIMER_REAL, max(0.01, at - time.monotonic()))
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def _process_age() -> float:
+    """Seconds since this process started (Linux; 0 elsewhere), so the budget counts the
+    interpreter's start and torch's import too."""
+    try:
+        start_ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        return max(0.0, uptime - start_ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
+def _device_name(device: str) -> str:
+    return torch.cuda.get_device_name() if device.startswith("cuda") else f"CPU ({os.cpu_count()} cores)"
+
+
+def _duration(seconds: float) -> str:
+    if seconds == 0:
+        return "done"
+    hours, rest = divmod(round(seconds), 3600)
+    return f"{hours}h{rest // 60:02d}m" if hours else f"{rest // 60}m{rest % 60:02d}s"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
