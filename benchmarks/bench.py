@@ -12,10 +12,19 @@ Rows, per network (LeNet-300-100 on MNIST, Conv-2 on CIFAR-10), batch 60:
   shuffle=True)` (default num_workers=0), a plain `nn.Sequential`, `torch.optim.Adam` with
   its defaults and the paper's learning rate; per step: next batch, `.to(device)`,
   forward, `CrossEntropyLoss`, `zero_grad`, `backward`, `step`. No mask.
-* lth_lib K=1, 5, 15: `lth_lib.train.TrainStep` -- the object `lth_lib.train.train` calls once
-  per iteration -- on K members with pruned masks (one round at the paper's rates: fc 20%,
-  conv 10%, output 10%), fed by `train`'s own batch-index iterator, data on the device.
-  One step trains K networks.
+* lth_lib K=1, 5, 15 (and, on a GPU, 35: a whole paper-scale level): `lth_lib.train.TrainStep`
+  -- the object `lth_lib.train.train` calls once per iteration -- on K members with pruned
+  masks (one round at the paper's rates: fc 20%, conv 10%, output 10%), fed by `train`'s
+  own batch-index iterator, data on the device, under `train`'s deterministic float32
+  cuDNN settings. One step trains K networks. On a GPU, "graph" rows replay the step as
+  a CUDA graph, as `train` does there (`TrainStep.captured`), and "eager" rows launch its
+  kernels one by one; for Conv-2 a "TF32" row lets cuDNN use TF32 (eager), which `train`
+  does not. The reference loop runs with PyTorch's defaults (cuDNN may use TF32).
+
+`--graph-check` trains K = 35 members for 200 steps both ways from the same start and
+batches and prints how far apart the parameters end; it exits 1 if they differ by more
+than float32 rounding explains (relative difference over 1e-4), so `scripts/device-job`
+trains without graphs then.
 
 Columns: ms/step (median over repeats of a block of steps, after warm-up; on a GPU each
 block ends with torch.cuda.synchronize), network-steps/s = K / (s/step), speedup =
@@ -62,11 +71,12 @@ import lth_lib
 from lth_lib.data import data_root
 from lth_lib.models import Network, glorot_init
 from lth_lib.pruning import dense_mask, layer_rates, magnitude_prune
-from lth_lib.train import PAPER_PROTOCOL, Member, TrainStep, _batch_indices
+from lth_lib.train import PAPER_PROTOCOL, Member, TrainStep, _batch_indices, float32_kernels
 from lth_lib.data import validation_split
 
 BATCH = 60
 ENSEMBLES = (1, 5, 15)
+PAPER_LEVEL = 35  # networks in one paper-scale level: 5 tickets, 15 reinitialised, 15 randomly pruned
 HERE = Path(__file__).resolve().parent
 
 
@@ -187,18 +197,67 @@ def pruned_members(name: str, k: int) -> list[Member]:
     return members
 
 
-def lth_case(name: str, k: int, data: lth_lib.Dataset, device: torch.device) -> Case:
+def lth_case(name: str, k: int, data: lth_lib.Dataset, device: torch.device, variant: str = "") -> Case:
+    """lth_lib's step on K members; variant "graph" (a CUDA graph, as `train` runs it on a
+    GPU), "eager" or "TF32" (cuDNN's TF32, eager), or "" (the device's default: CPU)."""
     members = pruned_members(name, k)
-    step = TrainStep.build(name, members, PAPER_PROTOCOL[name][1], device)
+    x_all, y_all = data.train_x, data.train_y
+    with float32_kernels():
+        step = TrainStep.build(name, members, PAPER_PROTOCOL[name][1], device)
+        take = step.captured(x_all, y_all, BATCH) if variant == "graph" else (lambda idx: step(x_all, y_all, idx))
     train_idx = torch.stack([validation_split(len(data.train_x), m.data_seed)[0] for m in members])
     batches = _batch_indices(train_idx, [m.data_seed for m in members], BATCH, 0, device)
-    x_all, y_all = data.train_x, data.train_y
+    tf32 = variant == "TF32"
 
     def run(n: int) -> None:
-        for _ in range(n):
-            step(x_all, y_all, next(batches))
+        with torch.backends.cudnn.flags(enabled=True, benchmark=False, deterministic=not tf32, allow_tf32=tf32):
+            for _ in range(n):
+                take(next(batches))
 
-    return Case(f"lth_lib K={k}", run, k, 3 * forward_flops(name)[0] * BATCH * k)
+    label = f"lth_lib K={k}" + (f" {variant}" if variant else "")
+    return Case(label, run, k, 3 * forward_flops(name)[0] * BATCH * k)
+
+
+def lth_cases(name: str, data: lth_lib.Dataset, device: torch.device) -> list[Case]:
+    """lth_lib's rows: on a CPU K = 1, 5, 15; on a GPU also 35, each as a graph and eager,
+    and for Conv-2 K=35 with TF32."""
+    if device.type != "cuda":
+        return [lth_case(name, k, data, device) for k in ENSEMBLES]
+    variants = [(k, v) for k in (*ENSEMBLES, PAPER_LEVEL) for v in ("graph", "eager")]
+    if lth_lib.models.architecture(name).conv:
+        variants.append((PAPER_LEVEL, "TF32"))
+    cases = []
+    for k, variant in variants:
+        try:
+            cases.append(lth_case(name, k, data, device, variant))
+        except RuntimeError as error:  # a failed capture costs its row, not the table
+            print(f"[{name} K={k} {variant}: {error}]", file=sys.stderr)
+    return cases
+
+
+def graph_check(name: str, device: torch.device, k: int = PAPER_LEVEL, steps: int = 200) -> bool:
+    """Train K members `steps` steps eagerly and as a replayed CUDA graph from the same start
+    on the same batches; print the largest difference; whether it is within rounding."""
+    data = lth_lib.load_dataset(lth_lib.models.architecture(name).dataset, device=device)
+    members = pruned_members(name, k)
+    train_idx = torch.stack([validation_split(len(data.train_x), m.data_seed)[0] for m in members])
+    ends = []
+    with float32_kernels():
+        for graphed in (False, True):
+            step = TrainStep.build(name, members, PAPER_PROTOCOL[name][1], device)
+            take = step.captured(data.train_x, data.train_y, BATCH) if graphed else (
+                lambda idx, step=step: step(data.train_x, data.train_y, idx))  # fmt: skip
+            batches = _batch_indices(train_idx, [m.data_seed for m in members], BATCH, 0, device)
+            for _ in range(steps):
+                take(next(batches))
+            ends.append(torch.cat([p.detach().flatten() for p in step.params]))
+    eager, graph = ends
+    relative = ((eager - graph).norm() / eager.norm()).item()
+    moved = ((eager != graph).float().mean()).item()
+    ok = relative <= 1e-4 and bool(torch.isfinite(graph).all())
+    print(f"graph check {name} K={k}, {steps} steps: {'bit-identical' if moved == 0 else f'{moved:.2%} of parameters differ'}, "
+          f"relative difference {relative:.2e}: {'OK' if ok else 'FAILED'}")  # fmt: skip
+    return ok
 
 
 def matmul_case(n: int, device: torch.device) -> Case:
@@ -240,10 +299,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="fewer, shorter repeats")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     parser.add_argument("--out", type=Path, default=None, help="results file (default benchmarks/results-<machine>.md)")
+    parser.add_argument("--graph-check", action="store_true",
+                        help="only check that CUDA-graph steps train as eager ones do (exit 1 if not)")  # fmt: skip
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
+    if args.graph_check:
+        return 0 if all(graph_check(name, device) for name in args.networks) else 1
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     repeats, target = (3, 0.1) if args.quick else (7, 0.3)
     started = time.perf_counter()
@@ -254,7 +317,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.networks:
         data = lth_lib.load_dataset(lth_lib.models.architecture(name).dataset, device=device)
         ref = reference_case(name, device)
-        ours = [lth_case(name, k, data, device) for k in ENSEMBLES]
+        ours = lth_cases(name, data, device)
         rows = []
         for case in [ref, *ours]:
             n = round((case.flops / 2) ** (1 / 3))
@@ -303,7 +366,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"| {fmt(roof * 1e3, 3)} | {fmt(frac, 3)} "
                 f"| {fmt(frac * executed, 3)} |"
             )
-            if name == "lenet300" and case.label == "lth_lib K=1":
+            if name == "lenet300" and case.label in ("lth_lib K=1", "lth_lib K=1 graph"):
                 headline = (rate / ref_rate, frac)
     elapsed = time.perf_counter() - started
     lines[5] = lines[5].replace("{elapsed}", f"{elapsed:.0f}")

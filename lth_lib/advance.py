@@ -27,6 +27,7 @@ import platform
 import signal
 import sys
 import time
+import traceback
 from pathlib import Path
 
 import torch
@@ -34,9 +35,17 @@ import torch
 from lth_lib.data import COPIES, data_copy
 from lth_lib.lottery import Experiment, level_size
 from lth_lib.models import Network, architecture, glorot_init
-from lth_lib.portable import ExportError, portable_store, export, import_export, stored_levels, sync
+from lth_lib.portable import (
+    ExportError,
+    export,
+    import_export,
+    portable_store,
+    stored_levels,
+    sync,
+    training_times,
+)
 from lth_lib.pruning import dense_mask
-from lth_lib.runner import OutOfTime, default_max_members, job_iterations, plan, run
+from lth_lib.runner import OutOfTime, default_max_members, device_name, job_iterations, plan, run
 from lth_lib.scales import SCALES, check_scale, experiments_in_order
 from lth_lib.store import experiment_dir
 from lth_lib.train import Member, TrainStep
@@ -98,6 +107,24 @@ def work_left_text(rows: list[dict], device: str) -> str:
     return "\n".join(lines)
 
 
+def training_times_text(scale: str, store: Path) -> str:
+    """How long each stored level of `scale`'s experiments trained, and where: the time
+    per level, as the store records it (levels trained together share one time)."""
+    lines = [f"{'experiment':<24}{'level':>6}{'networks':>10}{'seconds':>9}  device"]
+    for exp in experiments_in_order(scale):
+        for copy in COPIES[architecture(exp.network).dataset]:
+            folder = experiment_dir(_with_copy(exp, copy), store)
+            for level, trained in training_times(folder):
+                others = trained["levels_in_job"] - 1
+                together = f" (trained with {others} other level{'s' if others > 1 else ''})" if others else ""
+                lines.append(
+                    f"{exp.network + ' ' + exp.pruning.strategy:<24}{level:>6}{trained['networks']:>10}"
+                    f"{trained['seconds']:>9.1f}  {trained['device']}, {trained['at_once']} at once, "
+                    f"torch {trained['torch']}{together}"
+                )
+    return "\n".join(lines) if len(lines) > 1 else "no stored level records its training time"
+
+
 def advance(
     scale: str,
     budget: float,
@@ -111,12 +138,13 @@ def advance(
     """Train `scale`'s experiments (those of `dataset` only, if given) in order until the
     budget (seconds from `started`, a `time.monotonic()` value; default now) is nearly
     spent; write the newly finished levels into the portable store `store`; the level
-    files written."""
+    files written. An error in one experiment stops the run like the budget does, and is
+    raised (AdvanceFailed) once the levels finished before it are written."""
     end = (time.monotonic() if started is None else started) + budget
     margin = min(30.0, max(3.0, 0.05 * budget))  # to write and pack the results
     deadline = end - margin
     finished: list[Path] = []
-    stopped, exp = None, None
+    stopped, exp, failed = None, None, False
     with _alarm(end - margin / 2):
         try:
             for exp in experiments_in_order(scale):
@@ -129,15 +157,29 @@ def advance(
                 results = run(exp, data_root=data_root, results_root=results_root, device=device, portable=store,
                               deadline=deadline)  # fmt: skip
                 finished.append(results.directory)
-        except OutOfTime as reason:
-            stopped = f"stopped: {reason}"
+        except Exception as reason:  # noqa: BLE001 -- an error, too, keeps the levels finished before it
+            if not isinstance(reason, OutOfTime):
+                traceback.print_exc()
+                failed = True
+            stopped = f"{'failed' if failed else 'stopped'}: {reason!r}"
             if exp is not None:
-                stopped = f"stopped at {exp.network} {exp.pruning.strategy}: {reason}"
-                finished.append(experiment_dir(_located(exp, data_root), results_root))
+                stopped = f"{'failed' if failed else 'stopped'} at {exp.network} {exp.pruning.strategy}: {reason}"
+                with contextlib.suppress(Exception):  # its finished levels, if its data set was found
+                    finished.append(experiment_dir(_located(exp, data_root), results_root))
     written = [path for directory in finished if directory.is_dir() for path in sync(directory, store)]
     spent = time.monotonic() - (end - budget)
     print(f"{stopped or 'every experiment is complete'} ({spent:.0f} s of the {budget:.0f} s budget)", flush=True)
+    if failed:
+        raise AdvanceFailed(written)
     return written
+
+
+class AdvanceFailed(RuntimeError):
+    """An experiment failed with an error; the levels finished before it were kept."""
+
+    def __init__(self, written: list[Path]):
+        super().__init__(f"an experiment failed; {len(written)} finished level files were kept")
+        self.written = written
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -172,18 +214,22 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.status:
         print(work_left_text(work_left(args.scale, store, device), device))
+        print(f"\ntime per level:\n{training_times_text(args.scale, store)}")
         return 0
     if args.budget is None or args.budget <= 0:
         parser.error("give the time budget in seconds with --budget")
     started = time.monotonic() - _process_age()  # the budget counts Python's start and imports too
-    written = advance(args.scale, args.budget, store, args.results, args.data, device, args.dataset, started)
+    try:
+        written, status = advance(args.scale, args.budget, store, args.results, args.data, device, args.dataset, started), 0
+    except AdvanceFailed as failure:
+        written, status = failure.written, 1
     print(f"{len(written)} new level files in {store}")
     if args.export is not None:
-        note = {"scale": args.scale, "device": _device_name(device), "torch": torch.__version__,
+        note = {"scale": args.scale, "device": device_name(torch.device(device)), "torch": torch.__version__,
                 "python": platform.python_version()}  # fmt: skip
         files = export(store, written, args.export, note)
         print(f"export: {len(files)} files in {args.export} ({sum(f.stat().st_size for f in files):,} bytes)")
-    return 0
+    return status
 
 
 def _with_copy(exp: Experiment, copy: str) -> Experiment:
@@ -224,10 +270,6 @@ def _process_age() -> float:
         return max(0.0, uptime - start_ticks / os.sysconf("SC_CLK_TCK"))
     except (OSError, ValueError, IndexError):
         return 0.0
-
-
-def _device_name(device: str) -> str:
-    return torch.cuda.get_device_name() if device.startswith("cuda") else f"CPU ({os.cpu_count()} cores)"
 
 
 def _duration(seconds: float) -> str:

@@ -10,7 +10,8 @@ level is kept as one compressed NumPy file, written once and never changed:
         checksums.json                            sha256 of every level file
 
 A level file holds the level's records and curves (float32, as training computed them:
-nothing is rounded) and, of the tensors the results store keeps, only these:
+nothing is rounded), how long it trained and where, and, of the tensors the results
+store keeps, only these:
 - the masks that pruning the level gave: at the experiment's last finished level always
   (a resume continues from them), at every level when they are small (LeNet: its
   figures draw them);
@@ -81,6 +82,18 @@ def stored_levels(directory: Path) -> list[int]:
     )
 
 
+def training_times(directory: Path) -> list[tuple[int, dict]]:
+    """(level, how it was trained) for each level file of a portable experiment folder that
+    records it: seconds, networks, how many at once, device and torch version."""
+    out = []
+    for path in sorted(directory.glob("level_*.npz")):
+        with np.load(path) as arrays:
+            meta = json.loads(arrays["meta"].tobytes())
+        if meta.get("trained"):
+            out.append((meta["level"], meta["trained"]))
+    return out
+
+
 def write_level(directory: Path, level: int, stored: Level, last: bool) -> Path:
     """Write one level of the results store as a portable level file (`last`: the
     experiment's last finished level, whose masks a resume needs)."""
@@ -103,7 +116,8 @@ def write_level(directory: Path, level: int, stored: Level, last: bool) -> Path:
         if states and sum(t.numel() * t.element_size() for s in states for t in s.values()) <= SMALL_WEIGHTS:
             for key in states[0]:
                 arrays[f"{name}.{key}"] = np.stack([s[key].cpu().numpy() for s in states])
-    meta = {"format": FORMAT, "version": VERSION, "level": level, "records": records, "mask_shapes": shapes}
+    meta = {"format": FORMAT, "version": VERSION, "level": level, "records": records, "mask_shapes": shapes,
+            "trained": stored.tensors.get("trained")}  # fmt: skip
     arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
     buffer = io.BytesIO()
     np.savez_compressed(buffer, **arrays)
@@ -130,7 +144,7 @@ def read_level(directory: Path, level: int) -> Level | None:
                 Record(**fields, curve={"iteration": iterations, **{k: curves[k][i].tolist() for k in CURVE_KEYS}})
                 for i, fields in enumerate(meta["records"])
             ]
-            tensors: dict = {}
+            tensors: dict = {"trained": meta["trained"]} if meta.get("trained") else {}
             if meta["mask_shapes"]:
                 layers = meta["mask_shapes"]
                 trials = len(arrays[f"mask.{next(iter(layers))}"])

@@ -33,6 +33,7 @@ from pathlib import Path
 
 import torch
 
+from lth_lib.runner import device_name
 from lth_lib.scales import (
     COMMITTED_FIGURES,
     SCALES,
@@ -214,7 +215,7 @@ def refresh(names: list[str]) -> None:
 
 def write_timings(outcomes: list[Outcome], scale: str, figures_dir: Path) -> Path:
     """figures/timings-<scale>.md: what ran, on what, and how long it took."""
-    device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU ({os.cpu_count()} cores)"
+    device = device_name(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
     lines = [
         f"# Regeneration at scale `{scale}`",
         "",

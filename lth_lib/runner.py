@@ -12,6 +12,7 @@ packs as many levels per job as `max_members` allows.
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -39,17 +40,19 @@ from lth_lib.store import (
 )
 
 DEFAULT_MAX_MEMBERS = 16
+GPU_MAX_MEMBERS = 40  # a whole paper-scale level (5 tickets and 30 controls) in one stack
 
 
 def default_max_members(network: str, device: str | torch.device) -> int:
-    """How many networks a job trains at once unless told: DEFAULT_MAX_MEMBERS, except for
-    convolutional networks on a CPU, which train one at a time: there the grouped
-    convolution that stacks them is slower per network than a single network's
-    (benchmarks/: Conv-2 on 2 cores, 5 stacked ran at 0.78x the reference loop's
+    """How many networks a job trains at once unless told. On a GPU, GPU_MAX_MEMBERS: one
+    step of 35 stacked LeNets costs little more than one of 16 (benchmarks/). On a CPU,
+    DEFAULT_MAX_MEMBERS, except for convolutional networks, which train one at a time:
+    there the grouped convolution that stacks them is slower per network than a single
+    network's (Conv-2 on 2 cores, 5 stacked ran at 0.78x the reference loop's
     network-steps/s, one alone at 1.24x)."""
-    if architecture(network).conv and torch.device(device).type == "cpu":
-        return 1
-    return DEFAULT_MAX_MEMBERS
+    if torch.device(device).type == "cuda":
+        return GPU_MAX_MEMBERS
+    return 1 if architecture(network).conv else DEFAULT_MAX_MEMBERS
 
 
 @dataclass
@@ -341,14 +344,19 @@ def _train_job(
         for watch in watchers:
             watch(iteration, metrics)
 
-    records, results = run_job(
-        exp, job, get_data(), first, k if levels == [0] and k else None, max_members, progress
-    )
+    data = get_data()
+    started = time.monotonic()
+    records, results = run_job(exp, job, data, first, k if levels == [0] and k else None, max_members, progress)
+    trained = {
+        "seconds": round(time.monotonic() - started, 1), "levels_in_job": len(levels), "networks": len(job.members),
+        "at_once": min(max_members, len(job.members)), "device": device_name(data.train_x.device),
+        "torch": str(torch.__version__),
+    }  # fmt: skip
     out = []
     for level in levels:
         level_records = [r for r in records if r.level == level]
         tickets = [res for (kind, _, lv, _), res in zip(job.labels, results) if kind == "ticket" and lv == level]
-        tensors: dict = {}
+        tensors: dict = {"trained": trained}
         if level == 0:
             tensors["dense"] = [r.final_weights for r in tickets]
             if k:
@@ -363,15 +371,20 @@ def _train_job(
 def _deadline_watch(deadline: float, total: int, first: int, name: str) -> Callable[[int, dict], None]:
     """A progress callback that raises OutOfTime at an evaluation point once the job (`total`
     iterations, in chunks each starting at `first`) is past the deadline or, judged on at
-    least 5 s or 2% of it, would end after it."""
-    started, done, last = time.monotonic(), 0, first
+    least 5 s or 2% of it, would end after it. The rate is measured from the first
+    evaluation point on, so that set-up (data, a CUDA graph's capture) does not count as
+    slow training (2% into a 23 s level on a GPU, counting it made the level look like a
+    2-minute one)."""
+    started, done, last = None, 0, first
 
     def check(iteration: int, metrics: dict) -> None:
-        nonlocal done, last
+        nonlocal started, done, last
+        now = time.monotonic()
+        if started is None:
+            started = now
         if iteration < last:  # the next chunk of members started
             last = first
         done, last = done + iteration - last, iteration
-        now = time.monotonic()
         judged = done > 0 and (now - started >= 5 or done >= total / 50)
         finish = now + (now - started) * (total - done) / done if judged else now
         if finish > deadline:
@@ -388,6 +401,13 @@ def job_iterations(exp: Experiment, jobs: list[list[int]], max_members: int) -> 
         first = 0 if levels == [0] else exp.pruning.rewind_iteration
         total += chunks * (exp.training.iterations - first)
     return total
+
+
+def device_name(device: torch.device) -> str:
+    """The GPU's name, or the CPU's core count: where a level was trained."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"CPU ({os.cpu_count()} cores)"
 
 
 def _to_state(state: dict) -> dict:

@@ -3,13 +3,16 @@
 The data set lives as tensors on the device and batches are drawn by index, so a step
 is a gather, one forward/backward through the stacked members, a fused Adam step and a
 foreach multiply that keeps pruned weights exactly zero. Metrics are read back to the
-host only at evaluation points. The loss is the sum over members of each member's mean
+host only at evaluation points. On a GPU the step is captured once as a CUDA graph and
+replayed (`TrainStep.captured`; LTH_CUDA_GRAPHS=0 turns that off), with cuDNN held to
+deterministic float32 kernels (no TF32). The loss is the sum over members of each member's mean
 cross-entropy, and Adam is elementwise, so every member trains exactly as it would
 alone (tests/test_train.py checks this against one-by-one training).
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
@@ -31,6 +34,10 @@ PAPER_PROTOCOL: dict[str, tuple[int, float]] = {
     "conv6": (30_000, 3e-4),
 }
 CURVE_KEYS = ("iteration", "val_loss", "val_acc", "test_loss", "test_acc")
+# On a GPU, replay each step as a CUDA graph (LTH_CUDA_GRAPHS=0: launch its kernels one by one).
+CUDA_GRAPHS = os.environ.get("LTH_CUDA_GRAPHS", "1") != "0"
+# Examples evaluated at once, over all members: on a CPU 4,096; on a GPU more, within memory.
+EVAL_EXAMPLES = {"cpu": 4096, "cuda_fc": 1 << 16, "cuda_conv": 1 << 13}
 
 
 @dataclass(frozen=True)
@@ -119,29 +126,41 @@ def train(
         raise ValueError(f"start_iteration must be in [0, {hparams.iterations}), got {start_iteration}")
     device = data.train_x.device
     k, batch = len(members), hparams.batch_size
-    step = TrainStep.build(network_name, members, hparams.lr, device)
-    network = step.network
+    with float32_kernels():
+        step = TrainStep.build(network_name, members, hparams.lr, device)
+        network = step.network
+        if device.type == "cuda" and CUDA_GRAPHS:
+            take_step = step.captured(data.train_x, data.train_y, batch)
+        else:
+            def take_step(idx: torch.Tensor) -> None:
+                step(data.train_x, data.train_y, idx)
 
-    splits = [validation_split(len(data.train_x), m.data_seed) for m in members]
-    train_idx = torch.stack([s[0] for s in splits])
-    val_idx = torch.stack([s[1] for s in splits])[:, : hparams.eval_examples].to(device)
-    test_idx = torch.randperm(len(data.test_x), generator=generator(0, "test-subset"))[: hparams.eval_examples]
-    test_idx = test_idx.sort().values.to(device)
-    batches = _batch_indices(train_idx, [m.data_seed for m in members], batch, start_iteration, device)
+        splits = [validation_split(len(data.train_x), m.data_seed) for m in members]
+        train_idx = torch.stack([s[0] for s in splits])
+        val_idx = torch.stack([s[1] for s in splits])[:, : hparams.eval_examples].to(device)
+        test_idx = torch.randperm(len(data.test_x), generator=generator(0, "test-subset"))[: hparams.eval_examples]
+        test_idx = test_idx.sort().values.to(device)
+        batches = _batch_indices(train_idx, [m.data_seed for m in members], batch, start_iteration, device)
 
-    curve: dict[str, list[list[float]]] = {key: [] for key in CURVE_KEYS}
-    snapshot = None
-    for iteration in range(start_iteration, hparams.iterations + 1):
-        if iteration == snapshot_iteration:
-            snapshot = [network.member_state(i) for i in range(k)]
-        if iteration % hparams.eval_every == 0 or iteration == hparams.iterations:
-            _record(curve, iteration, _evaluate(network, data, val_idx, test_idx))
-            if progress is not None:
-                progress(iteration, {key: values[-1] for key, values in curve.items()})
-        if iteration == hparams.iterations:
-            break
-        step(data.train_x, data.train_y, next(batches))
+        curve: dict[str, list[list[float]]] = {key: [] for key in CURVE_KEYS}
+        snapshot = None
+        for iteration in range(start_iteration, hparams.iterations + 1):
+            if iteration == snapshot_iteration:
+                snapshot = [network.member_state(i) for i in range(k)]
+            if iteration % hparams.eval_every == 0 or iteration == hparams.iterations:
+                _record(curve, iteration, _evaluate(network, data, val_idx, test_idx))
+                if progress is not None:
+                    progress(iteration, {key: values[-1] for key, values in curve.items()})
+            if iteration == hparams.iterations:
+                break
+            take_step(next(batches))
     return [_result(curve, i, network.member_state(i), snapshot[i] if snapshot else None) for i in range(k)]
+
+
+def float32_kernels():
+    """cuDNN held to deterministic float32 kernels (its default lets convolutions use TF32
+    and pick algorithms that vary between runs); matmuls are float32 by PyTorch's default."""
+    return torch.backends.cudnn.flags(enabled=True, benchmark=False, deterministic=True, allow_tf32=False)
 
 
 class TrainStep:
@@ -222,6 +241,36 @@ class TrainStep:
             )  # fmt: skip
             torch._foreach_mul_(self.weights, self.masks)
 
+    def captured(self, x_all: torch.Tensor, y_all: torch.Tensor, batch: int) -> Callable[[torch.Tensor], None]:
+        """This step recorded once as a CUDA graph: `replay(idx)` copies the [K, batch]
+        indices into the graph's input and replays it, two launches instead of a step's
+        dozens (LeNet's step is launch-bound). The warm-up steps that capture needs change
+        the parameters and Adam's state; both are put back afterwards, so training is
+        unchanged. Replays read `x_all`/`y_all` as they were captured."""
+        idx = torch.zeros(self.network.members, batch, dtype=torch.long, device=x_all.device)
+        state = self.params + self.exp_avgs + self.exp_avg_sqs + [self.step_count]
+        saved = [t.detach().clone() for t in state]
+        side = torch.cuda.Stream(x_all.device)
+        side.wait_stream(torch.cuda.current_stream(x_all.device))
+        with torch.cuda.stream(side):
+            for _ in range(3):
+                self(x_all, y_all, idx)
+        torch.cuda.current_stream(x_all.device).wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            self(x_all, y_all, idx)
+        with torch.no_grad():
+            for t, value in zip(state, saved):
+                t.copy_(value)
+
+        def replay(batch_idx: torch.Tensor) -> None:
+            idx.copy_(batch_idx)
+            graph.replay()
+
+        # the graph reads and writes this step's tensors by address: keep them alive with it
+        replay.graph, replay.step = graph, self
+        return replay
+
     def _fc_backward(self, x: torch.Tensor, y: torch.Tensor) -> None:
         """Gradients of sum_k mean-cross-entropy_k for a fully connected stack, written
         into each parameter's `.grad` buffer. x: [K, B, in]; y: [K, B]."""
@@ -263,7 +312,9 @@ def _batch_indices(train_idx: torch.Tensor, seeds: list[int], batch: int, start:
 @torch.no_grad()
 def _evaluate(network: Network, data: Dataset, val_idx: torch.Tensor, test_idx: torch.Tensor) -> list[torch.Tensor]:
     """Per-member [val_loss, val_acc, test_loss, test_acc] as four [K] tensors (on device)."""
-    chunk = max(1, 4096 // network.members)
+    on_gpu = data.test_x.device.type == "cuda"
+    budget = EVAL_EXAMPLES[f"cuda_{'conv' if network.arch.conv else 'fc'}" if on_gpu else "cpu"]
+    chunk = max(1, budget // network.members)
     out = []
     for idx, x_all, y_all in ((val_idx, data.train_x, data.train_y), (test_idx, data.test_x, data.test_y)):
         loss_sum = torch.zeros(network.members, device=x_all.device)

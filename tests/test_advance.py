@@ -53,7 +53,8 @@ def test_advance_in_slots_ends_with_the_records_of_one_uninterrupted_run(local_d
     # one uninterrupted run on this machine gives the same records
     for exp in experiments_in_order("smoke"):
         assert levels_stored(exp, committed) == exp.pruning.rounds + 1
-        resumed = run(exp, portable=committed, results_root=tmp_path / "nothing", train=False, progress=False)
+        resumed = run(exp, data_root=local_data, portable=committed, results_root=tmp_path / "nothing", train=False,
+                      progress=False)  # fmt: skip
         whole = run(exp, data_root=local_data, results_root=tmp_path / "whole", device="cpu", progress=False)
         assert resumed.records == whole.records, f"{exp.network} {exp.pruning.strategy}"
 

@@ -5,9 +5,9 @@ import sys
 import pytest
 import torch
 
-from lth_lib.lottery import Experiment, level_job, paper_experiment, prune_tickets
-from lth_lib.runner import DEFAULT_MAX_MEMBERS, default_max_members, run, trained_text
-from lth_lib.scales import scaled_experiment
+from lth_lib.lottery import Experiment, level_job, level_size, paper_experiment, prune_tickets
+from lth_lib.runner import DEFAULT_MAX_MEMBERS, GPU_MAX_MEMBERS, default_max_members, run, trained_text
+from lth_lib.scales import CONTROLS, scaled_experiment
 from lth_lib.models import Network, glorot_init
 from lth_lib.pruning import dense_mask, mask_counts
 
@@ -124,10 +124,13 @@ def test_drivers_give_the_same_results_with_and_without_ensembles(synthetic):
         assert a.early_stop_test_acc == pytest.approx(b.early_stop_test_acc, abs=0.011)
 
 
-def test_conv_networks_train_one_at_a_time_on_cpu_only():
+def test_conv_networks_train_one_at_a_time_on_cpu_only_and_a_gpu_stacks_a_whole_paper_level():
     assert default_max_members("conv2", "cpu") == 1  # stacked grouped conv is slower there
-    assert default_max_members("conv6", torch.device("cuda")) == DEFAULT_MAX_MEMBERS
     assert default_max_members("lenet300", "cpu") == DEFAULT_MAX_MEMBERS
+    paper_level = level_size(scaled_experiment("conv6", "paper", controls=CONTROLS), 1)
+    assert paper_level == 35
+    for network in ("lenet300", "conv6"):
+        assert default_max_members(network, torch.device("cuda")) == GPU_MAX_MEMBERS >= paper_level
 
 
 def test_the_output_rate_follows_the_fc_rate_after_overrides_unless_given():

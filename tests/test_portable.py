@@ -16,7 +16,16 @@ from PIL import Image
 from lth_lib.data import _load_cpu, data_copy, pack_data
 from lth_lib.lottery import paper_experiment
 from lth_lib.plots import paper_figure, scale_caption
-from lth_lib.portable import MAX_PARTS, ExportError, export, import_export, read_level, stored_levels, sync
+from lth_lib.portable import (
+    MAX_PARTS,
+    ExportError,
+    export,
+    import_export,
+    read_level,
+    stored_levels,
+    sync,
+    training_times,
+)
 from lth_lib.runner import NothingStoredError, OutOfTime, run
 from lth_lib.store import load_level
 
@@ -55,6 +64,16 @@ def test_a_portable_level_keeps_records_curves_masks_and_small_weights_exactly(s
     again = run(drawn, portable=root / "portable", results_root=root / "empty", train=False, progress=False)
     assert again.records == results.records and again.levels_done == 3
     assert all(torch.equal(a[k], b[k]) for lv in (1, 2) for a, b in zip(again.masks[lv], results.masks[lv]) for k in a)
+
+
+def test_each_level_records_how_long_it_trained_and_where(stored):
+    exp, results, root, written = stored
+    times = training_times(root / "portable" / results.directory.name)
+    assert [level for level, _ in times] == [0, 1, 2]
+    for level, trained in times:
+        assert trained["seconds"] > 0 and trained["levels_in_job"] == 1 and trained["device"].startswith("CPU")
+        assert trained["networks"] == trained["at_once"] == (2 if level == 0 else 4)  # 2 trials, 1 reinit each
+        assert trained["torch"] == torch.__version__
 
 
 def test_drawing_a_partly_filled_store_says_how_far_it_got(stored, tmp_path):

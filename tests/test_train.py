@@ -1,15 +1,15 @@
 import pytest
 import torch
 
-from lth_lib.models import Network, glorot_init
+from lth_lib.models import Network, architecture, glorot_init
 from lth_lib.pruning import dense_mask, layer_rates, magnitude_prune, random_prune
-from lth_lib.train import Member, TrainingHparams, early_stop, paper_training, train
+from lth_lib.train import Member, TrainingHparams, TrainStep, early_stop, paper_training, train
 
 FAST = TrainingHparams(iterations=30, lr=1.2e-3, eval_every=10, eval_examples=300)
 
 
-def member(seed: int, mask=None) -> Member:
-    return Member(glorot_init(Network("lenet300"), seed), mask or dense_mask("lenet300"), seed)
+def member(seed: int, mask=None, network: str = "lenet300") -> Member:
+    return Member(glorot_init(Network(network), seed), mask or dense_mask(network), seed)
 
 
 def half_pruned(seed: int = 0):
@@ -82,6 +82,25 @@ def test_ensemble_equals_members_trained_one_by_one(synthetic):
         assert (difference > 1e-5).float().mean() < 1e-3
         for key in ("val_loss", "test_loss"):
             torch.testing.assert_close(joint.curve[key], alone.curve[key], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
+@pytest.mark.parametrize("network", ["lenet300", "conv2"])
+def test_a_replayed_cuda_graph_step_trains_as_the_eager_step_does(network):
+    """On a GPU `train` replays each step as a CUDA graph; it must compute what launching the
+    step's kernels one by one does (bit-identical on an H200), also once the TrainStep it
+    was captured from is out of scope (the graph holds its tensors by address)."""
+    shape = architecture(network).input_shape
+    x, y = torch.rand(600, *shape, device="cuda"), torch.randint(0, 10, (600,), device="cuda")
+    members = [member(seed, network=network) for seed in range(3)]
+    eager = TrainStep.build(network, members, 1e-3, "cuda")
+    replay = TrainStep.build(network, members, 1e-3, "cuda").captured(x, y, 60)
+    for step in range(20):
+        idx = torch.randint(0, 600, (3, 60), generator=torch.Generator().manual_seed(step)).cuda()
+        eager(x, y, idx)
+        replay(idx)
+    for ours, theirs in zip(replay.step.params, eager.params):
+        torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize(
