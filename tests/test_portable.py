@@ -67,7 +67,7 @@ def test_a_portable_level_keeps_records_curves_masks_and_small_weights_exactly(s
 
 
 def test_each_level_records_how_long_it_trained_and_where(stored):
-    exp, results, root, written = stored
+    _, results, root, _ = stored
     times = training_times(root / "portable" / results.directory.name)
     assert [level for level, _ in times] == [0, 1, 2]
     for level, trained in times:
