@@ -204,7 +204,7 @@ def lth_case(name: str, k: int, data: lth_lib.Dataset, device: torch.device, var
     x_all, y_all = data.train_x, data.train_y
     with float32_kernels():
         step = TrainStep.build(name, members, PAPER_PROTOCOL[name][1], device)
-        take = step.captured(x_all, y_all, BATCH) if variant == "graph" else (lambda idx: step(x_all, y_all, idx))
+        take = step.feeder(x_all, y_all, BATCH, graph=variant == "graph")
     train_idx = torch.stack([validation_split(len(data.train_x), m.data_seed)[0] for m in members])
     batches = _batch_indices(train_idx, [m.data_seed for m in members], BATCH, 0, device)
     tf32 = variant == "TF32"
@@ -245,8 +245,7 @@ def graph_check(name: str, device: torch.device, k: int = PAPER_LEVEL, steps: in
     with float32_kernels():
         for graphed in (False, True):
             step = TrainStep.build(name, members, PAPER_PROTOCOL[name][1], device)
-            take = step.captured(data.train_x, data.train_y, BATCH) if graphed else (
-                lambda idx, step=step: step(data.train_x, data.train_y, idx))  # fmt: skip
+            take = step.feeder(data.train_x, data.train_y, BATCH, graph=graphed)
             batches = _batch_indices(train_idx, [m.data_seed for m in members], BATCH, 0, device)
             for _ in range(steps):
                 take(next(batches))

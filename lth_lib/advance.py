@@ -32,7 +32,7 @@ from pathlib import Path
 
 import torch
 
-from lth_lib.data import COPIES, data_copy
+from lth_lib.data import data_copy
 from lth_lib.lottery import Experiment, level_size
 from lth_lib.models import Network, architecture, glorot_init
 from lth_lib.portable import (
@@ -40,6 +40,7 @@ from lth_lib.portable import (
     export,
     import_export,
     portable_store,
+    stored_folders,
     stored_levels,
     sync,
     training_times,
@@ -48,33 +49,35 @@ from lth_lib.pruning import dense_mask
 from lth_lib.runner import OutOfTime, default_max_members, device_name, job_iterations, plan, run
 from lth_lib.scales import SCALES, check_scale, experiments_in_order
 from lth_lib.store import experiment_dir
-from lth_lib.train import Member, TrainStep
+from lth_lib.train import Member, TrainStep, float32_kernels
 
 
 def levels_stored(exp: Experiment, store: Path) -> int:
     """How many levels of `exp` (from level 0 on, without a gap) the portable store holds,
     for any copy of its data set."""
     best = 0
-    for copy in COPIES[architecture(exp.network).dataset]:
-        levels = stored_levels(experiment_dir(_with_copy(exp, copy), store))
+    for folder in stored_folders(exp, store).values():
+        levels = stored_levels(folder)
         best = max(best, next((i for i, level in enumerate(levels) if level != i), len(levels)))
     return best
 
 
 def seconds_per_step(network: str, members: int, device: str, steps: int = 3) -> float:
-    """One training step of `members` stacked networks on `device`, measured on random data."""
+    """One training step of `members` stacked networks on `device`, taken as `train` takes
+    it (a CUDA graph on a GPU), measured on random data."""
     shape = architecture(network).input_shape
     member = Member(glorot_init(Network(network), 0), dense_mask(network), 0)
-    step = TrainStep.build(network, [member] * members, 1e-3, device)
     x = torch.rand(members * 60, *shape, device=device)
     y = torch.randint(0, 10, (members * 60,), device=device)
     idx = torch.arange(members * 60, device=device).view(members, 60)
-    step(x, y, idx)  # warm-up
-    if device != "cpu":
-        torch.cuda.synchronize()
-    started = time.perf_counter()
-    for _ in range(steps):
-        step(x, y, idx)
+    with float32_kernels():
+        take = TrainStep.build(network, [member] * members, 1e-3, device).feeder(x, y, 60)
+        take(idx)  # warm-up
+        if device != "cpu":
+            torch.cuda.synchronize()
+        started = time.perf_counter()
+        for _ in range(steps):
+            take(idx)
     if device != "cpu":
         torch.cuda.synchronize()
     return (time.perf_counter() - started) / steps
@@ -112,8 +115,7 @@ def training_times_text(scale: str, store: Path) -> str:
     per level, as the store records it (levels trained together share one time)."""
     lines = [f"{'experiment':<24}{'level':>6}{'networks':>10}{'seconds':>9}  device"]
     for exp in experiments_in_order(scale):
-        for copy in COPIES[architecture(exp.network).dataset]:
-            folder = experiment_dir(_with_copy(exp, copy), store)
+        for folder in stored_folders(exp, store).values():
             for level, trained in training_times(folder):
                 others = trained["levels_in_job"] - 1
                 together = f" (trained with {others} other level{'s' if others > 1 else ''})" if others else ""
@@ -232,13 +234,9 @@ def main(argv: list[str] | None = None) -> int:
     return status
 
 
-def _with_copy(exp: Experiment, copy: str) -> Experiment:
-    return dataclasses.replace(exp, data_copy=copy)
-
-
 def _located(exp: Experiment, data_root: Path | None) -> Experiment:
     """`exp` with the data copy `run` gives it."""
-    return _with_copy(exp, data_copy(architecture(exp.network).dataset, data_root))
+    return dataclasses.replace(exp, data_copy=data_copy(architecture(exp.network).dataset, data_root))
 
 
 @contextlib.contextmanager

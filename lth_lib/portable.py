@@ -40,9 +40,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from lth_lib.data import COPIES
 from lth_lib.lottery import Experiment, PruningHparams, Record
+from lth_lib.models import architecture
 from lth_lib.paths import PROJECT
-from lth_lib.store import Level, atomic_write, load_level
+from lth_lib.store import Level, atomic_write, experiment_dir, load_level
 from lth_lib.train import TrainingHparams
 
 FORMAT = "lth-portable"
@@ -80,6 +82,13 @@ def stored_levels(directory: Path) -> list[int]:
     return sorted(
         int(p.stem.split("_")[1]) for p in directory.glob("level_*.npz") if sums.get(p.name) == _sha256(p.read_bytes())
     )
+
+
+def stored_folders(exp: Experiment, store: Path) -> dict[str, Path]:
+    """The folders of `store` that hold `exp`, by the copy of its data set each was trained on."""
+    copies = COPIES[architecture(exp.network).dataset]
+    folders = {copy: experiment_dir(dataclasses.replace(exp, data_copy=copy), store) for copy in copies}
+    return {copy: folder for copy, folder in folders.items() if folder.is_dir()}
 
 
 def training_times(directory: Path) -> list[tuple[int, dict]]:

@@ -21,10 +21,10 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from lth_lib.data import COPIES, DataNotFoundError, Dataset, data_copy, load_dataset
+from lth_lib.data import DataNotFoundError, Dataset, data_copy, load_dataset
 from lth_lib.lottery import Experiment, Job, Record, level_job, level_size, prune_tickets, run_job
 from lth_lib.models import Network, architecture, glorot_init
-from lth_lib.portable import read_level
+from lth_lib.portable import read_level, stored_folders
 from lth_lib.progress import TrainingBar
 from lth_lib.pruning import Mask, dense_mask, pack_mask, unpack_mask
 from lth_lib.store import (
@@ -281,21 +281,13 @@ def _data_copy(exp: Experiment, data: Dataset | None, data_root, portable, train
         try:
             copy = data_copy(architecture(exp.network).dataset, data_root)  # fails early if missing
         except DataNotFoundError:
-            copies = _stored_copies(exp, portable) if not train else []
+            copies = list(stored_folders(exp, Path(portable))) if portable is not None and not train else []
             if len(copies) != 1:
                 raise
             copy = copies[0]
     if exp.data_copy and exp.data_copy != copy:
         raise ValueError(f"experiment asks for data copy {exp.data_copy!r} but the data found is {copy!r}")
     return copy
-
-
-def _stored_copies(exp: Experiment, portable) -> list[str]:
-    """The data copies a portable store holds `exp` for."""
-    if portable is None:
-        return []
-    copies = COPIES[architecture(exp.network).dataset]
-    return [c for c in copies if experiment_dir(dataclasses.replace(exp, data_copy=c), portable).is_dir()]
 
 
 def _level_masks(exp: Experiment, level: int, masks: list[Mask] | None, dense: list[dict] | None

@@ -129,12 +129,7 @@ def train(
     with float32_kernels():
         step = TrainStep.build(network_name, members, hparams.lr, device)
         network = step.network
-        if device.type == "cuda" and CUDA_GRAPHS:
-            take_step = step.captured(data.train_x, data.train_y, batch)
-        else:
-            def take_step(idx: torch.Tensor) -> None:
-                step(data.train_x, data.train_y, idx)
-
+        take_step = step.feeder(data.train_x, data.train_y, batch)
         splits = [validation_split(len(data.train_x), m.data_seed) for m in members]
         train_idx = torch.stack([s[0] for s in splits])
         val_idx = torch.stack([s[1] for s in splits])[:, : hparams.eval_examples].to(device)
@@ -240,6 +235,17 @@ class TrainStep:
                 amsgrad=False, maximize=False,
             )  # fmt: skip
             torch._foreach_mul_(self.weights, self.masks)
+
+    def feeder(self, x_all: torch.Tensor, y_all: torch.Tensor, batch: int, graph: bool | None = None
+               ) -> Callable[[torch.Tensor], None]:  # fmt: skip
+        """`take(idx)`: one step on the batch `x_all[idx]`, as a replayed CUDA graph
+        (`captured`) if `graph`, else with its kernels launched one by one. None: as `train`
+        steps, a graph on a GPU unless LTH_CUDA_GRAPHS=0."""
+        if graph is None:
+            graph = x_all.device.type == "cuda" and CUDA_GRAPHS
+        if graph:
+            return self.captured(x_all, y_all, batch)
+        return lambda idx: self(x_all, y_all, idx)
 
     def captured(self, x_all: torch.Tensor, y_all: torch.Tensor, batch: int) -> Callable[[torch.Tensor], None]:
         """This step recorded once as a CUDA graph: `replay(idx)` copies the [K, batch]
