@@ -8,7 +8,8 @@ Trains the experiments the notebooks draw (`lth_lib.scales.experiments_in_order`
 iterative, the LeNet one-shot sweep, Conv-2, Conv-4, Conv-6), each resumed from the
 portable store (`figures/data/paper/`, committed; out/data/<scale>/ at other scales) and
 the results store, and stops cleanly before the budget runs out: a level that would not
-finish in time is stopped and dropped, every finished one is kept. The newly finished
+finish in time is stopped and dropped (every finished one is kept) and the next
+experiment's next level is tried in the time left. The newly finished
 levels are written into the portable store and, with --export, packed into DIR as at
 most 8 files under 16 MiB (`lth_lib.portable`). The budget counts from the start of the
 process.
@@ -156,9 +157,14 @@ def advance(
                     raise OutOfTime("the budget was spent before this experiment")
                 print(f"{exp.network} {exp.pruning.strategy}: {levels_stored(exp, store)} of "
                       f"{exp.pruning.rounds + 1} levels stored", flush=True)  # fmt: skip
-                results = run(exp, data_root=data_root, results_root=results_root, device=device, portable=store,
-                              deadline=deadline)  # fmt: skip
-                finished.append(results.directory)
+                try:
+                    results = run(exp, data_root=data_root, results_root=results_root, device=device,
+                                  portable=store, deadline=deadline)  # fmt: skip
+                    finished.append(results.directory)
+                except OutOfTime as reason:  # its next level would not fit: a later experiment's may
+                    finished.append(experiment_dir(_located(exp, data_root), results_root))
+                    stopped = f"stopped at {exp.network} {exp.pruning.strategy}: {reason}"
+                    print(f"{stopped}; going on with the next experiment", flush=True)
         except Exception as reason:  # noqa: BLE001 -- an error, too, keeps the levels finished before it
             if not isinstance(reason, OutOfTime):
                 traceback.print_exc()

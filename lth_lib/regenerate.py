@@ -8,10 +8,12 @@
 The terminal shows each notebook's output as it runs: its tables, and one progress bar
 per experiment with the level being trained and the time left. Executed notebooks go to
 out/<run>/ (git-ignored; <run> is the scale and any -p overrides, e.g. cpu-trials-3).
-Figures go to figures/ only from a full regeneration at a committed scale (`cpu`) with
-no overrides, which also writes the wall time of each notebook to
-figures/timings-<scale>.md; any other run writes its figures to out/<run>/figures/, and
---figures DIR puts them elsewhere. Finished rounds come from the results store, so a
+Figures go to figures/ only from a full regeneration at a committed scale (`cpu`;
+`paper` into figures/paper/) with no overrides, which also writes the wall time of each
+notebook to figures/timings-<scale>.md; any other run writes its figures to
+out/<run>/figures/, and --figures DIR puts them elsewhere. Beside the figures, in
+notebooks/, each executed notebook is kept for readers (`kept_notebook`: no run
+metadata, timings or absolute paths), so the committed ones show the committed run. Finished rounds come from the results store, so a
 second regeneration at the same scale only re-plots.
 
 `--refresh` re-executes the committed notebooks in place at `smoke` scale (the reference
@@ -46,7 +48,7 @@ from lth_lib.scales import (
 PROJECT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = PROJECT / "notebooks"
 # The order they run in: the later notebooks reuse the earlier ones' stored runs.
-ORDER = ("lenet_mnist", "conv_cifar10", "oneshot_vs_iterative", "controls", "weight_travel")
+ORDER = ("lenet_mnist", "conv_cifar10", "oneshot_vs_iterative", "controls", "weight_travel", "tickets")
 # What each notebook draws with its default parameters: per network, the strategies.
 DRAWS = {
     "lenet_mnist": {"lenet300": ("iterative",)},
@@ -54,6 +56,7 @@ DRAWS = {
     "oneshot_vs_iterative": {"lenet300": ("iterative", "oneshot"), "conv2": ("iterative", "oneshot")},
     "controls": {"lenet300": ("iterative",), "conv2": ("iterative",)},
     "weight_travel": {"lenet300": ("iterative",)},
+    "tickets": {"lenet300": ("iterative",), "conv2": ("iterative",)},
 }
 
 
@@ -99,7 +102,8 @@ def default_figures_dir(names: list[str], scale: str, parameters: dict, out_dir:
 
 def drawable(names: list[str], scale: str) -> dict[str, list[str]]:
     """For a run that must not train: per notebook, the networks whose experiments the
-    committed portable store holds at least one level of (notebooks with none are left out)."""
+    committed portable store holds a pruned level of, the dense level and at least one
+    round (notebooks with none are left out)."""
     from lth_lib.advance import levels_stored
     from lth_lib.portable import portable_store
 
@@ -109,7 +113,7 @@ def drawable(names: list[str], scale: str) -> dict[str, list[str]]:
     for name in names:
         networks = [
             network for network, strategies in DRAWS[name].items()
-            if store is not None and all(levels_stored(make[s](network), store) for s in strategies)
+            if store is not None and all(levels_stored(make[s](network), store) > 1 for s in strategies)
         ]  # fmt: skip
         if networks:
             plan[name] = networks
@@ -173,6 +177,8 @@ def regenerate(names: list[str], scale: str, parameters: dict[str, dict], out_di
             )
         except Exception as failure:  # papermill raises its own error types; report and go on
             error = f"{type(failure).__name__}: {str(failure).strip().splitlines()[-1] if str(failure).strip() else ''}"
+        if error is None:
+            keep_notebook(out_dir / f"{name}.ipynb", figures_dir / "notebooks" / f"{name}.ipynb")
         outcome = Outcome(name, time.perf_counter() - started, error)
         status = "done" if error is None else f"FAILED ({error})"
         print(f"[{i}/{len(names)}] {name}: {status} in {_minutes(outcome.seconds)}", flush=True)
@@ -189,6 +195,30 @@ def clean_notebook(nb: dict) -> dict:
         cell.metadata.pop("execution", None)
         cell.metadata.pop("ExecuteTime", None)
     return nb
+
+
+def keep_notebook(executed: Path, kept: Path) -> None:
+    """Write `executed` to `kept` as a reader should see it: `clean_notebook`, the project's
+    folder left out of paths, and each progress bar as its last state without timings."""
+    import nbformat
+
+    nb = clean_notebook(nbformat.read(executed, as_version=4))
+    for cell in nb.cells:
+        cell.source = _readable(cell.source)
+        for output in cell.get("outputs", []):
+            if "text" in output:
+                output.text = _readable(output.text)
+            if "text/plain" in output.get("data", {}):
+                output.data["text/plain"] = _readable(output.data["text/plain"])
+    kept.parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, kept)
+
+
+def _readable(text: str) -> str:
+    """`text` without the project's folder, carriage-return redraws or tqdm's timings."""
+    text = text.replace(f"{PROJECT}{os.sep}", "").replace(str(PROJECT), ".")
+    text = "\n".join(line.rsplit("\r", 1)[-1] for line in text.split("\n"))
+    return re.sub(r" ?\[[0-9:]+<[^\]]*\]", "", text)
 
 
 def refresh(names: list[str]) -> None:

@@ -92,11 +92,15 @@ def test_without_training_each_notebook_draws_the_networks_the_store_covers(loca
     from lth_lib.portable import sync
     from lth_lib.regenerate import drawable, notebook_names
 
-    lenet = experiments_in_order("smoke")[0]
-    results = run(lenet, data_root=local_data, results_root=tmp_path / "results", progress=False)
-    sync(results.directory, tmp_path / "store")
+    lenet, _, conv2, *_ = experiments_in_order("smoke")
+    for exp in (lenet, conv2):
+        results = run(exp, data_root=local_data, results_root=tmp_path / "results", progress=False)
+        sync(results.directory, tmp_path / "store")
+    for pruned in (tmp_path / "store").glob("conv2-*/level_00[1-9].npz"):  # Conv-2's dense level alone
+        pruned.unlink()
     monkeypatch.setattr("lth_lib.portable.portable_store", lambda scale: tmp_path / "store")
-    # LeNet iterative only: one-shot and Conv notebooks have nothing to draw, or only LeNet
+    # LeNet iterative only: one-shot and Conv notebooks have nothing to draw (Conv-2's dense
+    # level shows no pruning), or only LeNet
     assert drawable(notebook_names(), "smoke") == {
-        "lenet_mnist": ["lenet300"], "controls": ["lenet300"], "weight_travel": ["lenet300"],
+        "lenet_mnist": ["lenet300"], "controls": ["lenet300"], "weight_travel": ["lenet300"], "tickets": ["lenet300"],
     }

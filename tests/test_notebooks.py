@@ -24,7 +24,9 @@ def notebook(request) -> tuple[str, nbformat.NotebookNode]:
 
 
 def test_every_experiment_notebook_is_there():
-    assert notebook_names() == ["lenet_mnist", "conv_cifar10", "oneshot_vs_iterative", "controls", "weight_travel"]
+    assert notebook_names() == [
+        "lenet_mnist", "conv_cifar10", "oneshot_vs_iterative", "controls", "weight_travel", "tickets",
+    ]  # fmt: skip
 
 
 def test_each_notebook_has_one_parameters_cell_starting_with_the_scale(notebook):
@@ -53,6 +55,38 @@ def test_notebooks_are_stored_clean(notebook):
         if cell.cell_type == "code":
             for output in cell.outputs:
                 assert output.get("name") != "stderr", f"{name}: stored stderr (a warning or a progress bar)"
+
+
+def test_each_notebook_says_where_its_executed_copy_is_and_that_copy_is_committed(notebook):
+    name, nb = notebook
+    kept = f"figures/notebooks/{name}.ipynb"
+    assert kept in nb.cells[0].source, f"{name}: its first cell should name {kept}"
+    executed = nbformat.read(PROJECT / kept, as_version=4)
+    assert [c.source for c in executed.cells if "injected-parameters" not in c.metadata.get("tags", [])] == [
+        c.source for c in nb.cells
+    ], f"{kept} was not executed from the current notebook: run python -m lth_lib.regenerate"
+    assert 'scale = "cpu"' in next(c.source for c in executed.cells if "injected-parameters" in c.metadata.tags)
+    assert all(c.outputs for c in executed.cells if c.cell_type == "code" and "NBVAL_CHECK_OUTPUT" in c.source)
+    text = nbformat.writes(executed)
+    assert not any(machine_path in text for machine_path in ("/home/", "/root/", "/tmp/", "/work/", "/Users/"))
+    assert "papermill" not in executed.metadata and "\r" not in text
+
+
+def test_a_kept_notebook_has_no_paths_timings_or_progress_redraws(tmp_path):
+    from lth_lib.regenerate import PROJECT as project
+    from lth_lib.regenerate import keep_notebook
+
+    nb = nbformat.v4.new_notebook(metadata={"papermill": {"input_path": f"{project}/notebooks/x.ipynb"}})
+    cell = nbformat.v4.new_code_cell(f'figures_dir = "{project}/figures"', metadata={"execution": {"iopub.execute_input": "2026-11-28T00:52:30Z"}})
+    bar = "lenet300: 10%|#  | 1/10 [00:01<00:09, 1.0it/s]\rlenet300: 100%|###| 10/10 [00:10<00:00, 1.0it/s, acc=0.9]"
+    cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text=f"{bar}\nsaved to {project}/figures/a.png\n")]
+    nb.cells.append(cell)
+    nbformat.write(nb, tmp_path / "executed.ipynb")
+    keep_notebook(tmp_path / "executed.ipynb", tmp_path / "kept" / "x.ipynb")
+    kept = nbformat.read(tmp_path / "kept" / "x.ipynb", as_version=4)
+    assert "papermill" not in kept.metadata and "execution" not in kept.cells[0].metadata
+    assert kept.cells[0].source == 'figures_dir = "figures"'
+    assert kept.cells[0].outputs[0].text == "lenet300: 100%|###| 10/10\nsaved to figures/a.png\n"
 
 
 def test_notebook_parameters_reject_misspelt_names_and_bad_values():

@@ -1,0 +1,148 @@
+"""One network of an experiment as a plain PyTorch module, masks attached, to use or retrain elsewhere.
+
+    ticket = export_ticket(results, level=3, trial=0)   # nn.Sequential, pruned weights held at zero
+    plain = export_ticket(results, level=3, finalize=True).state_dict()   # loads into plain_network(...)
+
+What the results store keeps decides what can be exported: every member's mask and its
+weights at the rewind point can be rebuilt (theta_0 from the seeds, theta_k and the masks
+from the store, the controls' inits and random masks from their seeds, as `level_job`
+builds them), but trained weights are kept only for each trial's dense network (level 0).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+
+import torch
+from torch import nn
+from torch.nn.utils import prune
+
+from lth_lib.lottery import level_job
+from lth_lib.models import architecture, count_prunable
+from lth_lib.pruning import Mask
+from lth_lib.runner import Results
+from lth_lib.store import load_level
+
+WEIGHTS = ("rewind", "trained")
+
+
+def plain_network(name: str) -> nn.Sequential:
+    """One member of network `name` as an unpruned `nn.Sequential` (PyTorch's default init):
+    3x3 'same' convs with ReLU and 2x2 max pools, a flatten in the (channel, height, width)
+    order `Network.forward` uses, then linear layers with ReLU between them."""
+    arch = architecture(name)
+    layers: list[nn.Module] = []
+    channels, side = arch.input_shape[0], arch.input_shape[-1]
+    for item in arch.conv:
+        if item == "pool":
+            layers.append(nn.MaxPool2d(2))
+            side //= 2
+        else:
+            layers += [nn.Conv2d(channels, int(item), 3, padding=1), nn.ReLU()]
+            channels = int(item)
+    features = arch.input_shape[0]
+    if arch.conv:
+        layers.append(nn.Flatten())
+        features = channels * side * side
+    for width in arch.fc:
+        layers += [nn.Linear(features, width), nn.ReLU()]
+        features = width
+    return nn.Sequential(*layers[:-1])
+
+
+def export_ticket(
+    results: Results,
+    level: int,
+    trial: int = 0,
+    kind: str = "ticket",
+    control: int = 0,
+    weights: str = "rewind",
+    finalize: bool = False,
+) -> nn.Sequential:
+    """One network of `results` as `plain_network`, its mask attached to each weight with
+    `prune.custom_from_mask` (training keeps pruned weights at zero; its state dict holds
+    `weight_orig` and `weight_mask`, and loads into another masked export; the module
+    pickles whole, for a process that can import lth_lib).
+
+    kind: "ticket", or a control the experiment trained ("reinit", "random_prune"; index
+    `control` of its `control_trials`). weights: "rewind", the weights its retraining
+    starts from at the rewind iteration k (theta_0 or the store's theta_k; a reinit
+    control's fresh init), at any level; or "trained", the trained dense network, stored
+    for level 0 only. finalize: remove the masks (`prune.remove`), leaving plain weights
+    and a state dict that loads into `plain_network`. Raises ValueError naming the valid
+    values when the store does not keep what is asked for."""
+    state, mask = _member(results, level, trial, kind, control, weights)
+    network = plain_network(results.experiment.network)
+    layers = [m for m in network if isinstance(m, (nn.Conv2d, nn.Linear))]
+    with torch.no_grad():  # the masked weight that pruning caches on a layer stays a graph leaf
+        for name, layer in zip(count_prunable(results.experiment.network), layers):
+            layer.weight.copy_(state[f"layers.{name}.weight"] * mask[name])
+            layer.bias.copy_(state[f"layers.{name}.bias"])
+            prune.custom_from_mask(layer, "weight", mask[name])
+            if finalize:
+                prune.remove(layer, "weight")
+            else:
+                layer.register_forward_hook(_release_masked_weight)
+    return network
+
+
+def _release_masked_weight(layer: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+    """After a forward pass, detach the masked weight the pruning hook cached on `layer`:
+    holding the autograd graph, it would make `copy.deepcopy` fail (pytorch/pytorch#37322)."""
+    if prune.is_pruned(layer):
+        layer.weight = layer.weight.detach()
+
+
+def _member(
+    results: Results, level: int, trial: int, kind: str, control: int, weights: str
+) -> tuple[dict, Mask]:
+    """The state (Network member names) and mask to export, after checking that the store
+    keeps them."""
+    exp = results.experiment
+    _check("weights", weights, WEIGHTS)
+    _check("level", level, sorted(results.masks))
+    _check("trial", trial, range(exp.trials))
+    _check(f"kind at level {level}", kind, ("ticket", *exp.controls) if level else ("ticket",))
+    _check(f"control index of a {kind}", control, range(exp.control_trials) if kind != "ticket" else (0,))
+    if weights == "trained":
+        if kind != "ticket" or level != 0:
+            raise ValueError(
+                "the results store keeps trained weights only of each trial's dense network (level=0, "
+                "kind='ticket'); pruned levels and controls keep their masks and records, not their trained "
+                "weights: use weights='rewind' to export this network to retrain"
+            )
+        if results.dense_weights is None:
+            raise ValueError(
+                "these results do not keep the trained dense weights (a portable store keeps them only when small)"
+            )
+    masks = results.masks[level]
+    if masks is None:
+        raise ValueError(
+            f"these results do not keep the masks of level {level} (a portable store keeps large ones "
+            "only at its last level)"
+        )
+    if weights == "trained":
+        return results.dense_weights[trial], masks[trial]
+    job = level_job(exp, level, masks, _rewind_weights(results))
+    member = job.members[job.labels.index((kind, trial, level, control))]
+    return member.weights, member.mask
+
+
+def _rewind_weights(results: Results) -> list[dict]:
+    """Each trial's weights at the rewind iteration: theta_0, or theta_k from the store's
+    level 0 (`Results` itself does not keep theta_k)."""
+    k = results.experiment.pruning.rewind_iteration
+    if not k:
+        return results.initial_weights
+    stored = load_level(results.directory, 0) if results.directory is not None else None
+    if stored is None or "rewind" not in stored.tensors:
+        raise ValueError(
+            f"the weights at the rewind iteration {k} are kept only in the results store's level 0, "
+            f"and these results have none readable (directory: {results.directory}); rerun with store=True"
+        )
+    return [{name: value.cpu() for name, value in state.items()} for state in stored.tensors["rewind"]]
+
+
+def _check(name: str, value: object, allowed: Collection) -> None:
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, allowed))}; got {value!r}")
