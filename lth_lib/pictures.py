@@ -1,9 +1,10 @@
 """Pictures of the tickets themselves: which weights survive each round of pruning.
 
 - LeNet-300-100: the first layer as a 28x28 map of the input pixels, each pixel shaded by
-  the fraction of its 300 weights the ticket keeps.
+  the fraction of its 300 weights the ticket keeps, relative to the whole layer's.
 - Conv-2/4/6: the first conv layer's filters as a mosaic of 3x3 tiles, each kernel
-  position shaded by the fraction of its 3 colour channels' weights the ticket keeps.
+  position shaded by the fraction of its 3 colour channels' weights kept, relative to the
+  layer's.
 - Every network: the percent of weights remaining in each layer, round by round.
 
     fig = mask_grid_figure(results, scale="cpu")   # a static grid over the rounds
@@ -27,7 +28,12 @@ from lth_lib.plots import _percent, default_levels, stamp
 from lth_lib.pruning import Mask
 from lth_lib.runner import Results
 
-MAP_COLORS = "viridis"  # 0 (every weight pruned) to 1 (every weight kept)
+MAP_COLORS = "viridis"
+# Maps are shaded relative to the layer: a pixel's (or kernel position's) fraction of weights
+# kept over the whole layer's, from 0 (all pruned) to 2 (kept twice as often as the layer's
+# average) or more, so the pattern stays visible as the layer thins out.
+MAP_RANGE = (0.0, 2.0)
+MAP_LABEL = "kept vs the layer's average"
 
 
 def trial_masks(results: Results, trial: int = 0) -> dict[int, Mask]:
@@ -79,10 +85,12 @@ def layer_remaining(results: Results, trial: int = 0) -> pd.DataFrame:
 
 
 def plot_first_layer(mask: Mask, network: str, ax: Axes | None = None, title: str | None = None) -> Axes:
-    """`first_layer_map` of `mask` on `ax` (a new figure when None), no axes ticks."""
+    """`first_layer_map` of `mask` over the first layer's fraction of weights kept (see
+    MAP_RANGE), on `ax` (a new figure when None), no axes ticks."""
     if ax is None:
         _, ax = plt.subplots(figsize=(3.2, 3.2))
-    ax.imshow(first_layer_map(mask, network), cmap=MAP_COLORS, vmin=0, vmax=1, interpolation="nearest")
+    relative = first_layer_map(mask, network) / float(next(iter(mask.values())).float().mean())
+    ax.imshow(relative, cmap=MAP_COLORS, vmin=MAP_RANGE[0], vmax=MAP_RANGE[1], interpolation="nearest")
     ax.set_xticks([])
     ax.set_yticks([])
     if title:
@@ -126,7 +134,7 @@ def mask_figure(results: Results, level: int, trial: int = 0, scale: str | None 
     remaining = layer_remaining(results, trial)
     percent = _percent(remaining.query("level == @level").network_percent.iloc[0])
     plot_first_layer(masks[level], network, left, f"{_first_layer_name(network)}, round {level}")
-    fig.colorbar(left.images[-1], ax=left, shrink=0.8, label="fraction of weights kept")
+    fig.colorbar(left.images[-1], ax=left, shrink=0.8, label=MAP_LABEL, extend="max")
     for layer, rows in remaining.groupby("layer", sort=False):
         right.plot(rows.level, rows.percent, marker=".", label=layer)
     right.axvline(level, color="0.3", linestyle="--", linewidth=1)
@@ -157,8 +165,8 @@ def mask_grid_figure(
         mask = trial_masks(results, trial)[level]
         percent = _percent(remaining.query("level == @level").network_percent.iloc[0])
         plot_first_layer(mask, network, ax, f"round {level}: {percent}%")
-    top.colorbar(axes[-1].images[-1], ax=list(axes), shrink=0.8, label="fraction kept")
-    top.suptitle(f"{_first_layer_name(network)}: the fraction of weights the ticket keeps (trial {trial})")
+    top.colorbar(axes[-1].images[-1], ax=list(axes), shrink=0.8, label=MAP_LABEL, extend="max")
+    top.suptitle(f"{_first_layer_name(network)}: where the ticket keeps its weights (trial {trial})")
     plot_layer_remaining(remaining, bottom.subplots(), levels=levels)
     stamp(fig, results.experiment, scale, levels_done=results.levels_done)
     return fig
