@@ -205,11 +205,20 @@ def keep_notebook(executed: Path, kept: Path) -> None:
     nb = clean_notebook(nbformat.read(executed, as_version=4))
     for cell in nb.cells:
         cell.source = _readable(cell.source)
+        merged = []  # a progress bar comes as one stream output per redraw: join them, as a terminal would
         for output in cell.get("outputs", []):
+            previous = merged[-1] if merged else None
+            if previous and output.output_type == previous.output_type == "stream" and output.name == previous.name:
+                previous.text += output.text
+            else:
+                merged.append(output)
+        for output in merged:
             if "text" in output:
                 output.text = _readable(output.text)
             if "text/plain" in output.get("data", {}):
                 output.data["text/plain"] = _readable(output.data["text/plain"])
+        if "outputs" in cell:
+            cell.outputs = merged
     kept.parent.mkdir(parents=True, exist_ok=True)
     nbformat.write(nb, kept)
 

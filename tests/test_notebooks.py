@@ -79,14 +79,18 @@ def test_a_kept_notebook_has_no_paths_timings_or_progress_redraws(tmp_path):
     nb = nbformat.v4.new_notebook(metadata={"papermill": {"input_path": f"{project}/notebooks/x.ipynb"}})
     cell = nbformat.v4.new_code_cell(f'figures_dir = "{project}/figures"', metadata={"execution": {"iopub.execute_input": "2026-11-28T00:52:30Z"}})
     bar = "lenet300: 10%|#  | 1/10 [00:01<00:09, 1.0it/s]\rlenet300: 100%|###| 10/10 [00:10<00:00, 1.0it/s, acc=0.9]"
-    cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text=f"{bar}\nsaved to {project}/figures/a.png\n")]
+    cell.outputs = [  # papermill keeps each redraw of a bar as its own output
+        nbformat.v4.new_output("stream", name="stdout", text=bar),
+        nbformat.v4.new_output("stream", name="stdout", text="\rlenet300: 100%|###| 10/10 [00:10<00:00, 1.0it/s]"),
+        nbformat.v4.new_output("stream", name="stdout", text=f"\nsaved to {project}/figures/a.png\n"),
+    ]
     nb.cells.append(cell)
     nbformat.write(nb, tmp_path / "executed.ipynb")
     keep_notebook(tmp_path / "executed.ipynb", tmp_path / "kept" / "x.ipynb")
     kept = nbformat.read(tmp_path / "kept" / "x.ipynb", as_version=4)
     assert "papermill" not in kept.metadata and "execution" not in kept.cells[0].metadata
     assert kept.cells[0].source == 'figures_dir = "figures"'
-    assert kept.cells[0].outputs[0].text == "lenet300: 100%|###| 10/10\nsaved to figures/a.png\n"
+    assert [o.text for o in kept.cells[0].outputs] == ["lenet300: 100%|###| 10/10\nsaved to figures/a.png\n"]
 
 
 def test_notebook_parameters_reject_misspelt_names_and_bad_values():
