@@ -12,9 +12,10 @@ Figures go to figures/ only from a full regeneration at a committed scale (`cpu`
 `paper` into figures/paper/) with no overrides, which also writes the wall time of each
 notebook to figures/timings-<scale>.md; any other run writes its figures to
 out/<run>/figures/, and --figures DIR puts them elsewhere. Beside the figures, in
-notebooks/, each executed notebook is kept for readers (`kept_notebook`: no run
-metadata, timings or absolute paths), so the committed ones show the committed run. Finished rounds come from the results store, so a
-second regeneration at the same scale only re-plots.
+notebooks/, each executed notebook is kept for readers (`keep_notebook`: no run
+metadata, timings or absolute paths), so the committed ones show the committed run.
+Finished rounds come from the results store, so a second regeneration at the same
+scale only re-plots.
 
 `--refresh` re-executes the committed notebooks in place at `smoke` scale (the reference
 outputs nbval compares against) in a fresh results store, and strips what changes from
