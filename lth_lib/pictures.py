@@ -25,7 +25,7 @@ from matplotlib.ticker import FuncFormatter, MaxNLocator
 
 from lth_lib.models import architecture
 from lth_lib.plots import _percent, default_levels, stamp
-from lth_lib.pruning import Mask
+from lth_lib.pruning import Mask, mask_counts, remaining_fraction
 from lth_lib.runner import Results
 
 MAP_COLORS = "viridis"
@@ -69,13 +69,13 @@ def layer_remaining(results: Results, trial: int = 0) -> pd.DataFrame:
     and the percent remaining in that layer and in the whole network."""
     rows = []
     for level, mask in trial_masks(results, trial).items():
-        total = sum(int(kept.sum()) for kept in mask.values()) / sum(kept.numel() for kept in mask.values())
+        total, counts = remaining_fraction(mask), mask_counts(mask)
         for layer, kept in mask.items():
             rows.append(
                 {
                     "level": level,
                     "layer": layer,
-                    "kept": int(kept.sum()),
+                    "kept": counts[layer],
                     "weights": kept.numel(),
                     "percent": 100 * float(kept.float().mean()),
                     "network_percent": 100 * total,
@@ -154,7 +154,8 @@ def mask_grid_figure(
 ) -> Figure:
     """The first layer's map at a few levels (default: about six spread over the rounds
     done) in a row, above the per-layer percent remaining at those levels; stamped."""
-    done = sorted(trial_masks(results, trial))
+    masks = trial_masks(results, trial)
+    done = sorted(masks)
     levels = list(levels) if levels is not None else [done[i] for i in default_levels(len(done) - 1, 6)]
     network = results.experiment.network
     fig = plt.figure(figsize=(max(8.0, 2.2 * len(levels)), 6.6), layout="constrained")
@@ -162,9 +163,8 @@ def mask_grid_figure(
     axes = top.subplots(1, len(levels), squeeze=False)[0]
     remaining = layer_remaining(results, trial)
     for ax, level in zip(axes, levels):
-        mask = trial_masks(results, trial)[level]
         percent = _percent(remaining.query("level == @level").network_percent.iloc[0])
-        plot_first_layer(mask, network, ax, f"round {level}: {percent}%")
+        plot_first_layer(masks[level], network, ax, f"round {level}: {percent}%")
     top.colorbar(axes[-1].images[-1], ax=list(axes), shrink=0.8, label=MAP_LABEL, extend="max")
     top.suptitle(f"{_first_layer_name(network)}: where the ticket keeps its weights (trial {trial})")
     plot_layer_remaining(remaining, bottom.subplots(), levels=levels)
