@@ -68,11 +68,11 @@ import torch
 from torch import nn
 
 import lth_lib
-from lth_lib.data import data_root
-from lth_lib.models import Network, glorot_init
-from lth_lib.pruning import dense_mask, layer_rates, magnitude_prune
-from lth_lib.train import PAPER_PROTOCOL, Member, TrainStep, _batch_indices, float32_kernels
-from lth_lib.data import validation_split
+from lth_lib.data import data_root, validation_split
+from lth_lib.models import glorot_init
+from lth_lib.protocol import PAPER, paper_experiment
+from lth_lib.pruning import dense_mask, magnitude_prune
+from lth_lib.train import Member, TrainStep, _batch_indices, float32_kernels
 
 BATCH = 60
 ENSEMBLES = (1, 5, 15)
@@ -84,7 +84,7 @@ HERE = Path(__file__).resolve().parent
 def forward_flops(name: str) -> tuple[int, int]:
     """(forward multiply-add FLOPs of one example, those of the first layer) for network
     `name`, from the layer shapes: conv 2*Cin*9*Cout*H*W ('same' padding), fc 2*in*out."""
-    arch = lth_lib.models.architecture(name)
+    arch = lth_lib.protocol.architecture(name)
     total, first = 0, None
     channels, side = (arch.input_shape[0], arch.input_shape[-1])
     for item in arch.conv:
@@ -162,7 +162,7 @@ def reference_case(name: str, device: torch.device) -> Case:
         )  # fmt: skip
     model = model.to(device)
     loader = torch.utils.data.DataLoader(dataset, batch_size=BATCH, shuffle=True, drop_last=True)
-    optimizer = torch.optim.Adam(model.parameters(), lr=PAPER_PROTOCOL[name][1])
+    optimizer = torch.optim.Adam(model.parameters(), lr=PAPER[name].lr)
     criterion = nn.CrossEntropyLoss()
     batches = iter(loader)
 
@@ -185,14 +185,12 @@ def reference_case(name: str, device: torch.device) -> Case:
 
 # --------------------------------------------------------------------------- lth_lib's step
 def pruned_members(name: str, k: int) -> list[Member]:
-    """K members, each with its own init and a one-round magnitude-pruned mask."""
-    net = Network(name)
-    conv = 0.1 if lth_lib.models.architecture(name).conv else 0.0
-    rates = layer_rates(name, fc=0.2, output=0.1, **({"conv": conv} if conv else {}))
+    """K members, each with its own init and a one-round magnitude-pruned mask (the paper's rates)."""
+    rates = paper_experiment(name).rates
     members = []
     for seed in range(k):
-        w = glorot_init(net, seed)
-        mask = magnitude_prune({layer: w[f"layers.{layer}.weight"] for layer in net.prunable()}, dense_mask(name), rates)
+        w = glorot_init(name, seed)
+        mask = magnitude_prune({layer: w[f"layers.{layer}.weight"] for layer in rates}, dense_mask(name), rates)
         members.append(Member(w, mask, seed))
     return members
 
@@ -203,7 +201,7 @@ def lth_case(name: str, k: int, data: lth_lib.Dataset, device: torch.device, var
     members = pruned_members(name, k)
     x_all, y_all = data.train_x, data.train_y
     with float32_kernels():
-        step = TrainStep.build(name, members, PAPER_PROTOCOL[name][1], device)
+        step = TrainStep.build(name, members, PAPER[name].lr, device)
         take = step.feeder(x_all, y_all, BATCH, graph=variant == "graph")
     train_idx = torch.stack([validation_split(len(data.train_x), m.data_seed)[0] for m in members])
     batches = _batch_indices(train_idx, [m.data_seed for m in members], BATCH, 0, device)
@@ -224,7 +222,7 @@ def lth_cases(name: str, data: lth_lib.Dataset, device: torch.device) -> list[Ca
     if device.type != "cuda":
         return [lth_case(name, k, data, device) for k in ENSEMBLES]
     variants = [(k, v) for k in (*ENSEMBLES, PAPER_LEVEL) for v in ("graph", "eager")]
-    if lth_lib.models.architecture(name).conv:
+    if lth_lib.protocol.architecture(name).conv:
         variants.append((PAPER_LEVEL, "TF32"))
     cases = []
     for k, variant in variants:
@@ -238,13 +236,13 @@ def lth_cases(name: str, data: lth_lib.Dataset, device: torch.device) -> list[Ca
 def graph_check(name: str, device: torch.device, k: int = PAPER_LEVEL, steps: int = 200) -> bool:
     """Train K members `steps` steps eagerly and as a replayed CUDA graph from the same start
     on the same batches; print the largest difference; whether it is within rounding."""
-    data = lth_lib.load_dataset(lth_lib.models.architecture(name).dataset, device=device)
+    data = lth_lib.load_dataset(lth_lib.protocol.architecture(name).dataset, device=device)
     members = pruned_members(name, k)
     train_idx = torch.stack([validation_split(len(data.train_x), m.data_seed)[0] for m in members])
     ends = []
     with float32_kernels():
         for graphed in (False, True):
-            step = TrainStep.build(name, members, PAPER_PROTOCOL[name][1], device)
+            step = TrainStep.build(name, members, PAPER[name].lr, device)
             take = step.feeder(data.train_x, data.train_y, BATCH, graph=graphed)
             batches = _batch_indices(train_idx, [m.data_seed for m in members], BATCH, 0, device)
             for _ in range(steps):
@@ -314,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
     peak_cases = [matmul_case(n, device) for n in (512, 1024, 2048)]
     sections = []  # (name, [rows]), rows: (case, eq_mm case or None)
     for name in args.networks:
-        data = lth_lib.load_dataset(lth_lib.models.architecture(name).dataset, device=device)
+        data = lth_lib.load_dataset(lth_lib.protocol.architecture(name).dataset, device=device)
         ref = reference_case(name, device)
         ours = lth_cases(name, data, device)
         rows = []

@@ -18,16 +18,9 @@ from lth_lib.data import (
     validation_split,
 )
 from lth_lib.export import export_ticket
-from lth_lib.lottery import (
-    Experiment,
-    PruningHparams,
-    Record,
-    level_job,
-    paper_experiment,
-    prune_tickets,
-    pruning_schedule,
-)
-from lth_lib.models import ARCHITECTURES, Network, build_network, count_prunable, glorot_init
+from lth_lib.lottery import level_job, plan, prune_tickets, run
+from lth_lib.models import Network, count_prunable, glorot_init
+from lth_lib.notebook import NotebookParameters, notebook_parameters
 from lth_lib.pictures import first_layer_map, layer_remaining, mask_figure, mask_grid_figure, mask_slider
 from lth_lib.plots import (
     controls_figure,
@@ -37,32 +30,41 @@ from lth_lib.plots import (
     plot_training_curves,
     save_figure,
     scale_caption,
+    stability_figure,
     stamp,
     strategy_figure,
     travel_figure,
 )
 from lth_lib.progress import widgets_wanted
+from lth_lib.protocol import (
+    PAPER,
+    SCALES,
+    Experiment,
+    PruningHparams,
+    TrainingHparams,
+    architecture,
+    default_scale,
+    paper_experiment,
+    scaled_experiment,
+)
 from lth_lib.pruning import (
     dense_mask,
-    layer_rates,
-    load_mask,
     magnitude_prune,
     mask_counts,
+    pruning_schedule,
     random_prune,
     remaining_fraction,
-    save_mask,
-    sparsity_report,
     surviving_counts,
 )
-from lth_lib.runner import Results, control_gaps, plan, run, summary_text, trained_text
-from lth_lib.scales import SCALES, NotebookParameters, default_scale, notebook_parameters, scaled_experiment
+from lth_lib.results import Record, Results, control_gaps, summary_text, trained_text
+from lth_lib.stability import Stability, instability, interpolation_errors, stability
 from lth_lib.store import RESULTS_ENV, experiment_dir, results_root
-from lth_lib.train import Member, TrainingHparams, TrainResult, early_stop, paper_training, train
+from lth_lib.train import Member, TrainResult, early_stop, train
 from lth_lib.travel import travel_summary, weight_travel
 
 __all__ = [
-    "ARCHITECTURES",
     "DATA_ENV",
+    "PAPER",
     "RESULTS_ENV",
     "SCALES",
     "DataNotFoundError",
@@ -74,9 +76,10 @@ __all__ = [
     "PruningHparams",
     "Record",
     "Results",
+    "Stability",
     "TrainResult",
     "TrainingHparams",
-    "build_network",
+    "architecture",
     "control_gaps",
     "controls_figure",
     "count_prunable",
@@ -89,11 +92,11 @@ __all__ = [
     "export_ticket",
     "first_layer_map",
     "glorot_init",
-    "layer_rates",
+    "instability",
+    "interpolation_errors",
     "layer_remaining",
     "level_job",
     "load_dataset",
-    "load_mask",
     "magnitude_prune",
     "mask_counts",
     "mask_figure",
@@ -102,7 +105,6 @@ __all__ = [
     "notebook_parameters",
     "paper_experiment",
     "paper_figure",
-    "paper_training",
     "plan",
     "plot_early_stop_accuracy",
     "plot_early_stop_iteration",
@@ -114,10 +116,10 @@ __all__ = [
     "results_root",
     "run",
     "save_figure",
-    "save_mask",
     "scale_caption",
     "scaled_experiment",
-    "sparsity_report",
+    "stability",
+    "stability_figure",
     "stamp",
     "strategy_figure",
     "summary_text",

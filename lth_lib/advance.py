@@ -4,7 +4,7 @@
     python -m lth_lib.advance --import OUT                               # back here: merge, then commit
     python -m lth_lib.advance --status                                   # what is stored, what is left
 
-Trains the experiments the notebooks draw (`lth_lib.scales.experiments_in_order`: LeNet
+Trains the experiments the notebooks draw (`lth_lib.protocol.experiments_in_order`: LeNet
 iterative, the LeNet one-shot sweep, Conv-2, Conv-4, Conv-6), each resumed from the
 portable store (`figures/data/paper/`, committed; out/data/<scale>/ at other scales) and
 the results store, and stops cleanly before the budget runs out: a level that would not
@@ -34,8 +34,8 @@ from pathlib import Path
 import torch
 
 from lth_lib.data import data_copy
-from lth_lib.lottery import Experiment, level_size
-from lth_lib.models import Network, architecture, glorot_init
+from lth_lib.lottery import OutOfTime, default_max_members, device_name, job_iterations, level_size, plan, run
+from lth_lib.models import glorot_init
 from lth_lib.portable import (
     ExportError,
     export,
@@ -46,9 +46,8 @@ from lth_lib.portable import (
     sync,
     training_times,
 )
+from lth_lib.protocol import SCALES, Experiment, architecture, check_scale, experiments_in_order
 from lth_lib.pruning import dense_mask
-from lth_lib.runner import OutOfTime, default_max_members, device_name, job_iterations, plan, run
-from lth_lib.scales import SCALES, check_scale, experiments_in_order
 from lth_lib.store import experiment_dir
 from lth_lib.train import Member, TrainStep, float32_kernels
 
@@ -67,7 +66,7 @@ def seconds_per_step(network: str, members: int, device: str, steps: int = 3) ->
     """One training step of `members` stacked networks on `device`, taken as `train` takes
     it (a CUDA graph on a GPU), measured on random data."""
     shape = architecture(network).input_shape
-    member = Member(glorot_init(Network(network), 0), dense_mask(network), 0)
+    member = Member(glorot_init(network, 0), dense_mask(network), 0)
     x = torch.rand(members * 60, *shape, device=device)
     y = torch.randint(0, 10, (members * 60,), device=device)
     idx = torch.arange(members * 60, device=device).view(members, 60)

@@ -21,11 +21,11 @@ import numpy as np
 import torch
 
 from lth_lib.paths import env_path
+from lth_lib.protocol import VALIDATION_EXAMPLES
 from lth_lib.seeding import generator
 
 DATA_ENV = "LTH_DATA"
 DEFAULT_ROOT = Path.home() / ".cache" / "lth" / "data"
-VALIDATION_SIZE = 5000
 
 COPIES = {  # the copies of each data set `data_copy` can find
     "mnist": ("mnist-torchvision",),
@@ -228,7 +228,7 @@ def _local_files(base: Path, name: str, packed: Path | None = None) -> dict[str,
     return {n: data[end - size : end].tobytes() for n, end, size in zip(names, ends, np.diff(ends, prepend=0))}
 
 
-def validation_split(n_train: int, seed: int, size: int = VALIDATION_SIZE) -> tuple[torch.Tensor, torch.Tensor]:
+def validation_split(n_train: int, seed: int, size: int = VALIDATION_EXAMPLES) -> tuple[torch.Tensor, torch.Tensor]:
     """(training indices, validation indices): `size` examples held out at random by `seed`.
 
     The validation indices come in random order, so a prefix is a random subset.

@@ -18,10 +18,10 @@ from torch import nn
 from torch.nn.utils import prune
 
 from lth_lib.lottery import level_job
-from lth_lib.models import architecture, count_prunable
+from lth_lib.models import count_prunable
+from lth_lib.protocol import architecture
 from lth_lib.pruning import Mask
-from lth_lib.runner import Results
-from lth_lib.store import load_level
+from lth_lib.results import Results
 
 WEIGHTS = ("rewind", "trained")
 
@@ -123,24 +123,14 @@ def _member(
         )
     if weights == "trained":
         return results.dense_weights[trial], masks[trial]
-    job = level_job(exp, level, masks, _rewind_weights(results))
+    if results.rewind_weights is None:
+        raise ValueError(
+            f"these results do not keep the weights at the rewind iteration {exp.pruning.rewind_iteration} "
+            "(a portable store keeps them only when small)"
+        )
+    job = level_job(exp, level, masks, results.rewind_weights)
     member = job.members[job.labels.index((kind, trial, level, control))]
     return member.weights, member.mask
-
-
-def _rewind_weights(results: Results) -> list[dict]:
-    """Each trial's weights at the rewind iteration: theta_0, or theta_k from the store's
-    level 0 (`Results` itself does not keep theta_k)."""
-    k = results.experiment.pruning.rewind_iteration
-    if not k:
-        return results.initial_weights
-    stored = load_level(results.directory, 0) if results.directory is not None else None
-    if stored is None or "rewind" not in stored.tensors:
-        raise ValueError(
-            f"the weights at the rewind iteration {k} are kept only in the results store's level 0, "
-            f"and these results have none readable (directory: {results.directory}); rerun with store=True"
-        )
-    return [{name: value.cpu() for name, value in state.items()} for state in stored.tensors["rewind"]]
 
 
 def _check(name: str, value: object, allowed: Collection) -> None:

@@ -8,51 +8,12 @@ and controls of a pruning round as one job (see `lth_lib.train`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lth_lib.protocol import architecture
 from lth_lib.seeding import generator
-
-
-@dataclass(frozen=True)
-class Architecture:
-    """A network as the paper's Figure 2 table describes it."""
-
-    name: str
-    dataset: str  # "mnist" or "cifar10"
-    input_shape: tuple[int, ...]
-    conv: tuple[int | str, ...]  # output channels of each 3x3 conv, "pool" for 2x2 max pool
-    fc: tuple[int, ...]  # widths of the fully connected layers, the last is the output
-
-
-ARCHITECTURES: dict[str, Architecture] = {
-    a.name: a
-    for a in (
-        Architecture("lenet300", "mnist", (784,), (), (300, 100, 10)),
-        Architecture("conv2", "cifar10", (3, 32, 32), (64, 64, "pool"), (256, 256, 10)),
-        Architecture(
-            "conv4", "cifar10", (3, 32, 32), (64, 64, "pool", 128, 128, "pool"), (256, 256, 10)
-        ),
-        Architecture(
-            "conv6",
-            "cifar10",
-            (3, 32, 32),
-            (64, 64, "pool", 128, 128, "pool", 256, 256, "pool"),
-            (256, 256, 10),
-        ),
-    )
-}
-
-
-def architecture(name: str) -> Architecture:
-    """The architecture called `name`; an unknown name is an error listing the known ones."""
-    if name not in ARCHITECTURES:
-        known = ", ".join(sorted(ARCHITECTURES))
-        raise ValueError(f"unknown network {name!r}; known networks: {known}")
-    return ARCHITECTURES[name]
 
 
 class StackedConv(nn.Module):
@@ -82,6 +43,38 @@ class StackedLinear(nn.Module):
         return torch.baddbmm(self.bias.unsqueeze(1), x, self.weight.transpose(1, 2))
 
 
+_M32 = 0xFFFFFFFF
+
+
+def _hash32(x: torch.Tensor) -> torch.Tensor:
+    """A 32-bit integer mix of int64 `x` (values below 2**32 in and out; no product overflows)."""
+    x = x & _M32
+    x = ((x >> 16) ^ x) * 0x45D9F3B & _M32
+    x = ((x >> 16) ^ x) * 0x45D9F3B & _M32
+    return (x >> 16) ^ x
+
+
+class Dropout:
+    """Dropout whose masks are drawn from each member's seed, the step and the unit by integer
+    hashing on the device, not from a global generator: member k drops what it would drop
+    trained alone, reproducibly from its seed, on any device, inside a CUDA graph.
+
+    `step` is a device tensor the caller advances (TrainStep's step counter); kept units
+    are scaled by 1 / (1 - rate) (inverted dropout), so evaluation uses no dropout."""
+
+    def __init__(self, rate: float, seeds: list[int], step: torch.Tensor):
+        self.keep = 1.0 - rate
+        self.threshold = int(self.keep * 2**32)
+        self.seeds = _hash32(torch.tensor(seeds, dtype=torch.int64, device=step.device))
+        self.step = step
+
+    def __call__(self, layer: int, x: torch.Tensor) -> torch.Tensor:  # x: [K, B, F]
+        key = _hash32(_hash32(self.seeds ^ self.step.long()) + layer)
+        units = torch.arange(x[0].numel(), device=x.device).view(x.shape[1:])
+        bits = _hash32(key.view(-1, 1, 1) + units * 0x9E3779B9)
+        return x * (bits < self.threshold) / self.keep
+
+
 class Network(nn.Module):
     """K members of one architecture; input [K, B, *input_shape] (or [B, ...] shared by all)."""
 
@@ -89,33 +82,22 @@ class Network(nn.Module):
         super().__init__()
         if members < 1:
             raise ValueError(f"members must be at least 1, got {members}")
+        self.name = name
         self.arch = architecture(name)
         self.members = members
-        self.layers = nn.ModuleDict()
-        channels, side = (self.arch.input_shape[0], self.arch.input_shape[-1])
-        conv_index = 0
-        for item in self.arch.conv:
-            if item == "pool":
-                side //= 2
-                continue
-            conv_index += 1
-            self.layers[f"conv{conv_index}"] = StackedConv(members, channels, int(item))
-            channels = int(item)
-        features = channels * side * side if self.arch.conv else self.arch.input_shape[0]
-        for index, width in enumerate(self.arch.fc, start=1):
-            self.layers[f"fc{index}"] = StackedLinear(members, features, width)
-            features = width
-
-    @property
-    def output_layer(self) -> str:
-        """Name of the output layer (its pruning rate: `lth_lib.pruning.output_rate`)."""
-        return f"fc{len(self.arch.fc)}"
+        self.layers = nn.ModuleDict(
+            {
+                layer: (StackedConv if layer.startswith("conv") else StackedLinear)(members, inputs, outputs)
+                for layer, (inputs, outputs) in layer_sizes(name).items()
+            }
+        )
 
     def prunable(self) -> dict[str, nn.Parameter]:
         """The prunable weights by layer name (biases are never pruned)."""
         return {name: layer.weight for name, layer in self.layers.items()}
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, dropout: Dropout | None = None) -> torch.Tensor:
+        """Logits [K, B, classes]; `dropout` (training only) drops hidden fc units."""
         k = self.members
         if x.dim() == len(self.arch.input_shape) + 1:  # one input batch shared by all members
             x = x.unsqueeze(0).expand(k, *x.shape)
@@ -128,8 +110,10 @@ class Network(nn.Module):
                 x = F.max_pool2d(x, 2) if item == "pool" else F.relu(next(layers)(x))
             x = x.view(batch, k, -1).transpose(0, 1)
         fc = [layer for name, layer in self.layers.items() if name.startswith("fc")]
-        for layer in fc[:-1]:
+        for index, layer in enumerate(fc[:-1]):
             x = F.relu(layer(x))
+            if dropout is not None:
+                x = dropout(index, x)
         return fc[-1](x)
 
     @torch.no_grad()
@@ -138,7 +122,7 @@ class Network(nn.Module):
         if len(seeds) != self.members:
             raise ValueError(f"need {self.members} seeds, got {len(seeds)}")
         for k, seed in enumerate(seeds):
-            for name, value in glorot_init(self, seed).items():
+            for name, value in glorot_init(self.name, seed).items():
                 self.get_parameter(name)[k].copy_(value)
 
     def member_state(self, k: int) -> dict[str, torch.Tensor]:
@@ -154,30 +138,49 @@ class Network(nn.Module):
             p.copy_(torch.stack([s[name] for s in states]).to(p.device))
 
 
-def glorot_init(network: Network, seed: int) -> dict[str, torch.Tensor]:
-    """One member's initial parameters: Xavier-normal weights, zero biases, from `seed`."""
+def layer_sizes(name: str) -> dict[str, tuple[int, int]]:
+    """(inputs, outputs) of each weight layer of network `name`: channels of a conv layer,
+    features of a fully connected one."""
+    arch = architecture(name)
+    sizes, channels, side = {}, arch.input_shape[0], arch.input_shape[-1]
+    convs = iter(layer for layer in arch.layers if layer.startswith("conv"))
+    for item in arch.conv:
+        if item == "pool":
+            side //= 2
+        else:
+            sizes[next(convs)], channels = (channels, int(item)), int(item)
+    features = channels * side * side if arch.conv else arch.input_shape[0]
+    for index, width in enumerate(arch.fc, start=1):
+        sizes[f"fc{index}"], features = (features, width), width
+    return sizes
+
+
+def parameter_shapes(name: str) -> dict[str, torch.Size]:
+    """One member's parameter shapes, named as `Network(name).named_parameters()` names them."""
+    shapes = {}
+    for layer, (inputs, outputs) in layer_sizes(name).items():
+        kernel = (3, 3) if layer.startswith("conv") else ()
+        shapes[f"layers.{layer}.weight"] = torch.Size((outputs, inputs, *kernel))
+        shapes[f"layers.{layer}.bias"] = torch.Size((outputs,))
+    return shapes
+
+
+def glorot_init(name: str, seed: int) -> dict[str, torch.Tensor]:
+    """One member of network `name`'s initial parameters: Xavier-normal weights, zero
+    biases, from `seed`."""
     g = generator(seed, "init")
     state = {}
-    for name, p in network.named_parameters():
-        shape = p.shape[1:]
-        if name.endswith("weight"):
+    for key, shape in parameter_shapes(name).items():
+        if key.endswith("weight"):
             receptive = shape[2:].numel() if len(shape) > 2 else 1
             fan_in, fan_out = shape[1] * receptive, shape[0] * receptive
             std = (2.0 / (fan_in + fan_out)) ** 0.5
-            state[name] = torch.randn(shape, generator=g) * std
+            state[key] = torch.randn(shape, generator=g) * std
         else:
-            state[name] = torch.zeros(shape)
+            state[key] = torch.zeros(shape)
     return state
-
-
-def build_network(name: str, seeds: list[int] | int = 0, device: str | torch.device = "cpu") -> Network:
-    """A network called `name` with one member per seed, initialised and moved to `device`."""
-    seeds = [seeds] if isinstance(seeds, int) else list(seeds)
-    network = Network(name, members=len(seeds))
-    network.initialize(seeds)
-    return network.to(device)
 
 
 def count_prunable(name: str) -> dict[str, int]:
     """Prunable weights per layer of one member of network `name`."""
-    return {layer: w[0].numel() for layer, w in Network(name).prunable().items()}
+    return {key.split(".")[1]: shape.numel() for key, shape in parameter_shapes(name).items() if key.endswith("weight")}

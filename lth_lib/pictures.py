@@ -23,10 +23,10 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, MaxNLocator
 
-from lth_lib.models import architecture
 from lth_lib.plots import _percent, default_levels, stamp
+from lth_lib.protocol import architecture
 from lth_lib.pruning import Mask, mask_counts, remaining_fraction
-from lth_lib.runner import Results
+from lth_lib.results import Results
 
 MAP_COLORS = "viridis"
 # Maps are shaded relative to the layer: a pixel's (or kernel position's) fraction of weights

@@ -24,8 +24,9 @@ from matplotlib.figure import Figure
 from matplotlib.layout_engine import ConstrainedLayoutEngine, TightLayoutEngine
 from matplotlib.ticker import FixedLocator, FuncFormatter, MaxNLocator, NullLocator
 
-from lth_lib.lottery import Experiment
-from lth_lib.runner import Results
+from lth_lib.protocol import STABLE_BELOW, Experiment
+from lth_lib.results import Results
+from lth_lib.stability import Stability
 
 KIND_NAMES = {"ticket": "winning ticket", "reinit": "random reinit", "random_prune": "random pruning"}
 METRIC_LABELS = {
@@ -63,6 +64,8 @@ def scale_caption(
         _rounds(exp.pruning.rounds, levels_done),
         trials,
     ]
+    if exp.training.dropout:
+        parts.append(f"dropout {exp.training.dropout:g}, lr {exp.training.lr:g}")
     if exp.pruning.rewind_iteration:
         parts.append(f"rewind to {exp.pruning.rewind_iteration:,}")
     if exp.data_copy:
@@ -331,6 +334,42 @@ def travel_figure(travel: pd.DataFrame, results: Results, level: int, scale: str
         ax.legend(fontsize="small")
         ax.grid(alpha=0.3)
     stamp(fig, results.experiment, scale, levels_done=results.levels_done)
+    return fig
+
+
+def stability_figure(points: Sequence[Stability], results: Results, scale: str | None = None) -> Figure:
+    """Stability to SGD noise against the rewind iteration k: the test error along the line
+    between two copies trained from the weights at k (one line per k; the dense network
+    solid, the ticket dashed), and the instability (the error barrier) against k, with the
+    2% under which Frankle et al. (2020) call a network stable. `results`: one of the
+    rewound experiments, for the caption."""
+    fig, (lines, barrier) = plt.subplots(1, 2, figsize=(11, 4.4))
+    ks = sorted({p.rewind_iteration for p in points})
+    for kind, style in (("dense", "-"), ("ticket", "--")):
+        chosen = sorted((p for p in points if (p.level == 0) == (kind == "dense")), key=lambda p: p.rewind_iteration)
+        if not chosen:
+            continue
+        name = "dense (100%)" if kind == "dense" else f"ticket ({_percent(chosen[0].percent_remaining)}%)"
+        for p in chosen:
+            alphas = np.linspace(0, 1, len(p.errors))
+            color = f"C{ks.index(p.rewind_iteration)}"
+            lines.plot(alphas, 100 * np.asarray(p.errors), color=color, linestyle=style, linewidth=1.3,
+                       label=f"{name}, k = {p.rewind_iteration:,}")  # fmt: skip
+        barrier.plot([p.rewind_iteration for p in chosen], [100 * p.instability for p in chosen], style,
+                     marker="o", color="0.2" if kind == "dense" else "C3", label=name)  # fmt: skip
+    barrier.axhline(100 * STABLE_BELOW, color="0.6", linewidth=0.9, linestyle=":", label="stable below 2%")
+    lines.set_xlabel(r"interpolation $\alpha$: $(1-\alpha) W_1 + \alpha W_2$")
+    lines.set_ylabel("Test error (%)")
+    lines.legend(fontsize="x-small", ncol=2)
+    barrier.set_xlabel("Rewind iteration k")
+    barrier.set_ylabel("Instability: error barrier (points)")
+    barrier.xaxis.set_major_locator(FixedLocator(ks))
+    barrier.legend(fontsize="small")
+    for ax in (lines, barrier):
+        ax.grid(alpha=0.3)
+    ks_text = ", ".join(f"{k:,}" for k in ks)
+    stamp(fig, dataclasses.replace(results.experiment, pruning=dataclasses.replace(results.experiment.pruning,
+          rewind_iteration=0)), scale, strategy=f"iterative, rewound to k = {ks_text}, 2 copies per k")  # fmt: skip
     return fig
 
 

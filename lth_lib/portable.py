@@ -41,11 +41,11 @@ import numpy as np
 import torch
 
 from lth_lib.data import COPIES
-from lth_lib.lottery import Experiment, PruningHparams, Record
-from lth_lib.models import architecture
 from lth_lib.paths import PROJECT
+from lth_lib.protocol import Experiment, PruningHparams, TrainingHparams, architecture
+from lth_lib.pruning import pack_mask, unpack_mask
+from lth_lib.results import Record
 from lth_lib.store import Level, atomic_write, experiment_dir, load_level
-from lth_lib.train import TrainingHparams
 
 FORMAT = "lth-portable"
 VERSION = 1
@@ -115,18 +115,18 @@ def write_level(directory: Path, level: int, stored: Level, last: bool) -> Path:
         **{f"curve.{k}": np.asarray([r.curve[k] for r in stored.records], dtype=np.float32) for k in CURVE_KEYS},
     }
     shapes: dict[str, list[int]] = {}
-    masks = stored.tensors.get("next_masks")
+    masks = None if stored.next_masks is None else [pack_mask(m) for m in stored.next_masks]
     if masks and (last or sum(bits.numel() for m in masks for bits, _ in m.values()) <= SMALL_MASKS):
         for layer, (_, shape) in masks[0].items():
             arrays[f"mask.{layer}"] = np.stack([m[layer][0].numpy() for m in masks])
             shapes[layer] = list(shape)
     for name in ("dense", "rewind"):
-        states = stored.tensors.get(name)
+        states = getattr(stored, name)
         if states and sum(t.numel() * t.element_size() for s in states for t in s.values()) <= SMALL_WEIGHTS:
             for key in states[0]:
                 arrays[f"{name}.{key}"] = np.stack([s[key].cpu().numpy() for s in states])
     meta = {"format": FORMAT, "version": VERSION, "level": level, "records": records, "mask_shapes": shapes,
-            "trained": stored.tensors.get("trained")}  # fmt: skip
+            "trained": stored.trained}  # fmt: skip
     arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
     buffer = io.BytesIO()
     np.savez_compressed(buffer, **arrays)
@@ -153,23 +153,23 @@ def read_level(directory: Path, level: int) -> Level | None:
                 Record(**fields, curve={"iteration": iterations, **{k: curves[k][i].tolist() for k in CURVE_KEYS}})
                 for i, fields in enumerate(meta["records"])
             ]
-            tensors: dict = {"trained": meta["trained"]} if meta.get("trained") else {}
+            stored = Level(records, trained=meta.get("trained") or None)
             if meta["mask_shapes"]:
                 layers = meta["mask_shapes"]
                 trials = len(arrays[f"mask.{next(iter(layers))}"])
-                tensors["next_masks"] = [
-                    {layer: (torch.from_numpy(arrays[f"mask.{layer}"][t].copy()), tuple(shape))
-                     for layer, shape in layers.items()}
+                stored.next_masks = [
+                    unpack_mask({layer: (torch.from_numpy(arrays[f"mask.{layer}"][t].copy()), tuple(shape))
+                                 for layer, shape in layers.items()})
                     for t in range(trials)
                 ]  # fmt: skip
             for name in ("dense", "rewind"):
                 keys = [k for k in arrays.files if k.startswith(f"{name}.")]
                 if keys:
                     trials = len(arrays[keys[0]])
-                    tensors[name] = [
+                    setattr(stored, name, [
                         {k.split(".", 1)[1]: torch.from_numpy(arrays[k][t].copy()) for k in keys} for t in range(trials)
-                    ]
-        return Level(records, tensors)
+                    ])  # fmt: skip
+        return stored
     except (OSError, ValueError, KeyError, TypeError):
         return None
 

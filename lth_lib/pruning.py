@@ -1,4 +1,4 @@
-"""Masks and pruning: layer-wise or global magnitude pruning, random pruning, reports.
+"""Masks and pruning: layer-wise or global magnitude pruning, random pruning, the schedule.
 
 A mask is a ``{layer name: bool tensor}`` dict for one network (no member dimension);
 True marks a surviving weight. Biases are never pruned, so masks cover weights only.
@@ -8,57 +8,13 @@ layer of n survivors is ``round(rate * n)`` (round half to even, as NumPy rounds
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import torch
 
-from lth_lib.models import Network, architecture, count_prunable
+from lth_lib.models import count_prunable, parameter_shapes
+from lth_lib.protocol import Experiment
 
 Mask = dict[str, torch.Tensor]
-
-# Per-round pruning rates of conv and fully connected layers (PAPER.md table; the
-# authors' code). The output layer's rate follows from the fc rate: `output_rate`.
-PAPER_RATES: dict[str, dict[str, float]] = {
-    "lenet300": {"conv": 0.0, "fc": 0.2},
-    "conv2": {"conv": 0.1, "fc": 0.2},
-    "conv4": {"conv": 0.1, "fc": 0.2},
-    "conv6": {"conv": 0.15, "fc": 0.2},
-}
-
-
-def output_rate(fc_rate: float) -> float:
-    """The output layer's per-round rate when none is given: the paper prunes it at half
-    the fully connected rate (the one place this rule is written)."""
-    return fc_rate / 2
-
-
-def check_rate(rate: float, what: str = "pruning rate") -> None:
-    """Raise unless 0 < rate < 1."""
-    if not 0.0 < rate < 1.0:
-        raise ValueError(f"{what} must be in (0, 1), got {rate}")
-
-
-def layer_rates(
-    network: str, conv: float | None = None, fc: float | None = None, output: float | None = None
-) -> dict[str, float]:
-    """Per-layer rates for `network`: the paper's, or conv/fc/output overrides (the
-    output layer's default follows the fc rate, see `output_rate`)."""
-    arch = architecture(network)
-    paper = PAPER_RATES[network]
-    fc = paper["fc"] if fc is None else fc
-    conv = paper["conv"] if conv is None else conv
-    output = output_rate(fc) if output is None else output
-    rates = {}
-    for layer in count_prunable(network):
-        if layer.startswith("conv"):
-            rates[layer] = conv
-        else:
-            rates[layer] = output if layer == f"fc{len(arch.fc)}" else fc
-    for layer, rate in rates.items():
-        check_rate(rate, f"pruning rate of {layer}")
-    return rates
-
 
 def surviving_counts(counts: dict[str, int], rates: dict[str, float], rounds: int = 1) -> dict[str, int]:
     """Weights left in each layer after `rounds` rounds starting from `counts` survivors."""
@@ -70,7 +26,11 @@ def surviving_counts(counts: dict[str, int], rates: dict[str, float], rounds: in
 
 def dense_mask(network: str) -> Mask:
     """A mask keeping every weight of one member of `network`."""
-    return {layer: torch.ones(w.shape[1:], dtype=torch.bool) for layer, w in Network(network).prunable().items()}
+    return {
+        key.split(".")[1]: torch.ones(shape, dtype=torch.bool)
+        for key, shape in parameter_shapes(network).items()
+        if key.endswith("weight")
+    }
 
 
 def mask_counts(mask: Mask) -> dict[str, int]:
@@ -136,28 +96,6 @@ def random_prune(mask: Mask, generator: torch.Generator) -> Mask:
     }
 
 
-def sparsity_report(mask: Mask) -> str:
-    """A fixed-width table of total and surviving weights per layer, and overall."""
-    rows = [f"{'layer':<8}{'weights':>12}{'remaining':>12}{'percent':>9}"]
-    for layer, m in mask.items():
-        n, left = m.numel(), int(m.sum())
-        rows.append(f"{layer:<8}{n:>12,}{left:>12,}{100 * left / n:>8.1f}%")
-    total = sum(m.numel() for m in mask.values())
-    left = sum(mask_counts(mask).values())
-    rows.append(f"{'total':<8}{total:>12,}{left:>12,}{100 * left / total:>8.1f}%")
-    return "\n".join(rows)
-
-
-def save_mask(mask: Mask, path: str | Path) -> None:
-    """Write a mask to `path` (a torch file of bool tensors)."""
-    torch.save({layer: m.cpu() for layer, m in mask.items()}, path)
-
-
-def load_mask(path: str | Path) -> Mask:
-    """Read a mask written by `save_mask`."""
-    return torch.load(path, weights_only=True)
-
-
 def pack_mask(mask: Mask) -> dict:
     """A mask as bit-packed uint8 tensors (8x smaller on disk), with each layer's shape."""
     return {
@@ -172,3 +110,22 @@ def unpack_mask(packed: dict) -> Mask:
         n = int(np.prod(shape))
         out[layer] = torch.from_numpy(np.unpackbits(bits.numpy(), count=n).astype(bool)).view(shape)
     return out
+
+
+def pruning_schedule(exp: Experiment) -> str:
+    """The weights each layer keeps at every level of `exp`, as a fixed-width table.
+
+    Layer-wise pruning keeps exactly these counts (global pruning keeps the same total
+    but lets the split between layers float)."""
+    counts = count_prunable(exp.network)
+    layers = list(counts)
+    rows = [f"{'level':>5}" + "".join(f"{layer:>11}" for layer in layers) + f"{'total':>11}{'percent':>9}"]
+    total = sum(counts.values())
+    for level in range(exp.pruning.rounds + 1):
+        left = surviving_counts(counts, exp.rates, level)
+        kept = sum(left.values())
+        rows.append(
+            f"{level:>5}" + "".join(f"{left[layer]:>11,}" for layer in layers) + f"{kept:>11,}{100 * kept / total:>8.2f}%"
+        )
+    rates = ", ".join(f"{layer} {rate:g}" for layer, rate in exp.rates.items())
+    return f"rates per round: {rates}\n" + "\n".join(rows)

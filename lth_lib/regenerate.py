@@ -36,21 +36,19 @@ from pathlib import Path
 
 import torch
 
-from lth_lib.runner import device_name
-from lth_lib.scales import (
-    COMMITTED_FIGURES,
-    SCALES,
-    NotebookParameters,
-    check_parameter_names,
-    check_scale,
-    default_scale,
-)
+from lth_lib.lottery import device_name
+from lth_lib.notebook import COMMITTED_FIGURES, NotebookParameters, check_parameter_names
+from lth_lib.protocol import SCALES, check_scale, default_scale
 
 PROJECT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = PROJECT / "notebooks"
 # The order they run in: the later notebooks reuse the earlier ones' stored runs.
-ORDER = ("lenet_mnist", "conv_cifar10", "oneshot_vs_iterative", "controls", "weight_travel", "tickets")
-# What each notebook draws with its default parameters: per network, the strategies.
+ORDER = (
+    "lenet_mnist", "conv_cifar10", "oneshot_vs_iterative", "controls", "weight_travel", "tickets", "dropout",
+    "rewinding",
+)  # fmt: skip
+# What each notebook draws with its default parameters: per network, the NotebookParameters
+# methods that make its experiments.
 DRAWS = {
     "lenet_mnist": {"lenet300": ("iterative",)},
     "conv_cifar10": {"conv2": ("iterative",), "conv4": ("iterative",), "conv6": ("iterative",)},
@@ -58,6 +56,8 @@ DRAWS = {
     "controls": {"lenet300": ("iterative",), "conv2": ("iterative",)},
     "weight_travel": {"lenet300": ("iterative",)},
     "tickets": {"lenet300": ("iterative",), "conv2": ("iterative",)},
+    "dropout": {"conv2": ("dropout", "iterative"), "conv4": ("dropout", "iterative"), "conv6": ("dropout", "iterative")},
+    "rewinding": {"lenet300": ("rewinding",), "conv2": ("rewinding",)},
 }
 
 
@@ -109,12 +109,16 @@ def drawable(names: list[str], scale: str) -> dict[str, list[str]]:
     from lth_lib.portable import portable_store
 
     store, params = portable_store(scale), NotebookParameters(scale=scale)
-    make = {"iterative": params.iterative, "oneshot": params.oneshot}
+
+    def experiments(network: str, strategies: tuple[str, ...]) -> list:
+        made = [getattr(params, s)(network) for s in strategies]  # a method returns one or {k: experiment}
+        return [e for m in made for e in (m.values() if isinstance(m, dict) else [m])]
+
     plan = {}
     for name in names:
         networks = [
             network for network, strategies in DRAWS[name].items()
-            if store is not None and all(levels_stored(make[s](network), store) > 1 for s in strategies)
+            if store is not None and all(levels_stored(e, store) > 1 for e in experiments(network, strategies))
         ]  # fmt: skip
         if networks:
             plan[name] = networks
@@ -297,7 +301,7 @@ def _value(text: str):
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m lth_lib.regenerate", description=__doc__.split("\n")[0])
     parser.add_argument("notebooks", nargs="*", help=f"which to run (default: all of {', '.join(notebook_names())})")
-    parser.add_argument("--scale", help=f"one of {', '.join(SCALES)} (default: paper with a GPU, else cpu)")
+    parser.add_argument("--scale", help=f"one of {', '.join(SCALES)} (default: $LTH_SCALE, else paper with a GPU, else cpu)")
     parser.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
                         help="a notebook parameter for every notebook, e.g. -p trials 3")
     parser.add_argument("--out", type=Path, default=None,
@@ -321,7 +325,7 @@ def main(argv: list[str] | None = None) -> int:
     scale = args.scale
     if scale is None:
         scale = default_scale()
-        print(f"no --scale given: using {scale!r} ({'a GPU is present' if scale == 'paper' else 'no GPU found'})")
+        print(f"no --scale given: using {scale!r} (the default scale: $LTH_SCALE, else paper with a GPU, else cpu)")
     try:
         check_scale(scale)
         names = args.notebooks or notebook_names()

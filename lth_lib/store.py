@@ -24,11 +24,12 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-import pandas as pd
 import torch
 
-from lth_lib.lottery import Experiment, Record
 from lth_lib.paths import PROJECT, env_path
+from lth_lib.protocol import Experiment
+from lth_lib.pruning import Mask, pack_mask, unpack_mask
+from lth_lib.results import Record, curves_table, records_table
 
 RESULTS_ENV = "LTH_RESULTS"
 STORE_VERSION = 1
@@ -72,25 +73,45 @@ def atomic_write(path: Path, data: bytes) -> None:
     os.replace(tmp.name, path)
 
 
+State = dict[str, torch.Tensor]
+
+
 @dataclass
 class Level:
-    """One finished level as stored: its records and the tensors later levels need."""
+    """One finished level: its records, and what the levels after it start from (None
+    where this level does not keep it)."""
 
     records: list[Record]
-    tensors: dict
+    next_masks: list[Mask] | None = None  # each trial's ticket mask for the next level
+    dense: list[State] | None = None  # level 0: each trial's trained dense network
+    rewind: list[State] | None = None  # level 0, late rewinding: each trial's weights at iteration k
+    trained: dict | None = None  # how it was trained: seconds, networks, at once, device, torch
+
+    def tensors(self) -> dict:
+        """The level's tensor file contents (masks bit-packed; absent parts left out)."""
+        out = {"next_masks": None if self.next_masks is None else [pack_mask(m) for m in self.next_masks],
+               "dense": self.dense, "rewind": self.rewind, "trained": self.trained}  # fmt: skip
+        return {key: value for key, value in out.items() if value is not None}
+
+    @classmethod
+    def from_tensors(cls, records: list[Record], tensors: dict) -> Level:
+        """The level whose tensor file holds `tensors` (as `tensors()` wrote them)."""
+        masks = tensors.get("next_masks")
+        return cls(records, None if masks is None else [unpack_mask(m) for m in masks],
+                   tensors.get("dense"), tensors.get("rewind"), tensors.get("trained"))  # fmt: skip
 
 
-def save_level(directory: Path, level: int, records: list[Record], tensors: dict) -> None:
+def save_level(directory: Path, level: int, stored: Level) -> None:
     """Store a finished level: tensors first, then the JSON that vouches for them."""
     buffer = io.BytesIO()
-    torch.save(tensors, buffer)
+    torch.save(stored.tensors(), buffer)
     blob = buffer.getvalue()
     atomic_write(directory / f"level_{level:03d}.pt", blob)
     payload = {
         "store_version": STORE_VERSION,
         "level": level,
         "tensors_sha256": hashlib.sha256(blob).hexdigest(),
-        "records": [dataclasses.asdict(r) for r in records],
+        "records": [dataclasses.asdict(r) for r in stored.records],
     }
     atomic_write(directory / f"level_{level:03d}.json", json.dumps(payload).encode())
 
@@ -105,7 +126,7 @@ def load_level(directory: Path, level: int) -> Level | None:
         if hashlib.sha256(blob).hexdigest() != payload["tensors_sha256"]:
             return None
         records = [Record(**r) for r in payload["records"]]
-        return Level(records, torch.load(io.BytesIO(blob), weights_only=True))
+        return Level.from_tensors(records, torch.load(io.BytesIO(blob), weights_only=True, map_location="cpu"))
     except (OSError, ValueError, KeyError, TypeError, RuntimeError):
         return None
 
@@ -114,26 +135,6 @@ def write_description(directory: Path, exp: Experiment, max_members: int) -> Non
     """experiment.json: what this directory holds, readable by a person."""
     description = {"identity": exp.identity(), "experiment": exp.to_dict(), "max_members": max_members}
     atomic_write(directory / "experiment.json", json.dumps(description, indent=2).encode())
-
-
-def records_table(records: list[Record]) -> pd.DataFrame:
-    """One row per trained member and level (curves and per-layer counts left out)."""
-    rows = [{k: v for k, v in dataclasses.asdict(r).items() if k not in ("curve", "layer_remaining")} for r in records]
-    return pd.DataFrame(rows)
-
-
-def curves_table(records: list[Record]) -> pd.DataFrame:
-    """Tidy curves: one row per member, level and evaluation point."""
-    frames = []
-    for r in records:
-        frame = pd.DataFrame(r.curve)
-        frame.insert(0, "control_index", r.control_index)
-        frame.insert(0, "percent_remaining", r.percent_remaining)
-        frame.insert(0, "level", r.level)
-        frame.insert(0, "trial", r.trial)
-        frame.insert(0, "kind", r.kind)
-        frames.append(frame)
-    return pd.concat(frames, ignore_index=True)
 
 
 def write_tables(directory: Path, records: list[Record]) -> None:

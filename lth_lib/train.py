@@ -20,19 +20,13 @@ import torch
 import torch.nn.functional as F
 
 from lth_lib.data import Dataset, validation_split
-from lth_lib.models import Network
+from lth_lib.models import Dropout, Network
+from lth_lib.protocol import ADAM_BETAS, ADAM_EPS, TrainingHparams
 from lth_lib.pruning import Mask
 from lth_lib.seeding import generator
 
 State = dict[str, torch.Tensor]
 
-# The paper's protocol per network: (iterations, Adam learning rate); batch 60 for all.
-PAPER_PROTOCOL: dict[str, tuple[int, float]] = {
-    "lenet300": (50_000, 1.2e-3),
-    "conv2": (20_000, 2e-4),
-    "conv4": (25_000, 3e-4),
-    "conv6": (30_000, 3e-4),
-}
 CURVE_KEYS = ("iteration", "val_loss", "val_acc", "test_loss", "test_acc")
 # On a GPU, replay each step as a CUDA graph (LTH_CUDA_GRAPHS=0: launch its kernels one by one).
 CUDA_GRAPHS = os.environ.get("LTH_CUDA_GRAPHS", "1") != "0"
@@ -40,42 +34,20 @@ CUDA_GRAPHS = os.environ.get("LTH_CUDA_GRAPHS", "1") != "0"
 EVAL_EXAMPLES = {"cpu": 4096, "cuda_fc": 1 << 16, "cuda_conv": 1 << 13}
 
 
-@dataclass(frozen=True)
-class TrainingHparams:
-    """How one network is trained. `paper_training(name)` gives the paper's values."""
-
-    iterations: int  # optimiser steps (the paper: 50K LeNet, 20K/25K/30K Conv-2/4/6)
-    lr: float  # Adam learning rate
-    batch_size: int = 60
-    eval_every: int = 100  # evaluate validation and test every this many iterations
-    eval_examples: int | None = None  # evaluate on a random subset this big (None: all)
-
-    def __post_init__(self) -> None:
-        for name in ("iterations", "batch_size", "eval_every"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
-        if self.lr <= 0:
-            raise ValueError(f"lr must be positive, got {self.lr}")
-        if self.eval_examples is not None and self.eval_examples <= 0:
-            raise ValueError(f"eval_examples must be positive or None, got {self.eval_examples}")
-
-
-def paper_training(network: str, **overrides) -> TrainingHparams:
-    """The paper's training hyperparameters for `network`, with any field overridden."""
-    from lth_lib.models import architecture
-
-    architecture(network)  # a clear error for an unknown name
-    iterations, lr = PAPER_PROTOCOL[network]
-    return TrainingHparams(**{"iterations": iterations, "lr": lr, **overrides})
-
-
 @dataclass
 class Member:
-    """One network to train: its initial parameters, its mask and its data seed."""
+    """One network to train: its initial parameters, its mask and its seeds."""
 
     weights: State  # initial parameters of one member (as `Network.member_state` gives)
     mask: Mask
-    data_seed: int  # determines the validation split and the data order
+    data_seed: int  # determines the validation split, and the data order unless order_seed is set
+    order_seed: int | None = None  # data order and dropout (None: data_seed); copies that differ here
+    # see the same data in another order (`lth_lib.stability`)
+
+    @property
+    def noise_seed(self) -> int:
+        """The seed of this member's data order and dropout masks."""
+        return self.data_seed if self.order_seed is None else self.order_seed
 
 
 @dataclass
@@ -127,15 +99,14 @@ def train(
     device = data.train_x.device
     k, batch = len(members), hparams.batch_size
     with float32_kernels():
-        step = TrainStep.build(network_name, members, hparams.lr, device)
+        step = TrainStep.build(network_name, members, hparams.lr, device, hparams.dropout)
         network = step.network
         take_step = step.feeder(data.train_x, data.train_y, batch)
         splits = [validation_split(len(data.train_x), m.data_seed) for m in members]
         train_idx = torch.stack([s[0] for s in splits])
         val_idx = torch.stack([s[1] for s in splits])[:, : hparams.eval_examples].to(device)
-        test_idx = torch.randperm(len(data.test_x), generator=generator(0, "test-subset"))[: hparams.eval_examples]
-        test_idx = test_idx.sort().values.to(device)
-        batches = _batch_indices(train_idx, [m.data_seed for m in members], batch, start_iteration, device)
+        test_idx = test_subset(len(data.test_x), hparams.eval_examples).to(device)
+        batches = _batch_indices(train_idx, [m.noise_seed for m in members], batch, start_iteration, device)
 
         curve: dict[str, list[list[float]]] = {key: [] for key in CURVE_KEYS}
         snapshot = None
@@ -150,6 +121,12 @@ def train(
                 break
             take_step(next(batches))
     return [_result(curve, i, network.member_state(i), snapshot[i] if snapshot else None) for i in range(k)]
+
+
+def test_subset(n_test: int, examples: int | None) -> torch.Tensor:
+    """The test examples every network is evaluated on: all `n_test` (examples=None), else
+    the same random `examples` of them for every network, in order."""
+    return torch.randperm(n_test, generator=generator(0, "test-subset"))[:examples].sort().values
 
 
 def float32_kernels():
@@ -170,36 +147,36 @@ class TrainStep:
     Fully connected networks (LeNet) skip autograd: the forward pass keeps its
     activations and the backward pass is batched matmuls into preallocated gradient
     buffers, with no gradient for the input. Networks with conv layers use autograd.
-    `manual=False` forces autograd (tests check that the two agree).
+    `manual=False` forces autograd (tests check that the two agree). With dropout every
+    network uses autograd.
 
     Adam is torch.optim.Adam's own fused kernel (`torch._fused_adam_`, what
     `Adam(fused=True).step()` calls), invoked directly with the state lists built once:
     same arithmetic, without the per-step Python bookkeeping of `Optimizer.step`.
-    Hyperparameters are Adam's defaults (betas 0.9, 0.999; eps 1e-8; no weight decay).
+    Adam's hyperparameters are the protocol's (`ADAM_BETAS`, `ADAM_EPS`, no weight decay).
     """
 
-    betas = (0.9, 0.999)
-    eps = 1e-8
-
     @classmethod
-    def build(cls, network_name: str, members: list[Member], lr: float, device: str | torch.device = "cpu"
-              ) -> TrainStep:  # fmt: skip
-        """The step `train` uses: a K-member network from `members`' weights and masks."""
+    def build(cls, network_name: str, members: list[Member], lr: float, device: str | torch.device = "cpu",
+              dropout: float = 0.0) -> TrainStep:  # fmt: skip
+        """The step `train` uses: a K-member network from `members`' weights and masks,
+        with `dropout` masks drawn from each member's `noise_seed`."""
         network = Network(network_name, members=len(members)).to(device)
         network.load_members([m.weights for m in members])
         masks = [torch.stack([m.mask[layer] for m in members]).to(device, torch.float32) for layer in network.prunable()]
-        return cls(network, masks, lr)
+        return cls(network, masks, lr, dropout=(dropout, [m.noise_seed for m in members]) if dropout else None)
 
-    def __init__(self, network: Network, masks: list[torch.Tensor], lr: float, manual: bool | None = None):
+    def __init__(self, network: Network, masks: list[torch.Tensor], lr: float, manual: bool | None = None,
+                 dropout: tuple[float, list[int]] | None = None):  # fmt: skip
         self.network = network
         self.layers = list(network.layers.values())
         self.weights = list(network.prunable().values())
         self.masks = masks
         with torch.no_grad():
             torch._foreach_mul_(self.weights, self.masks)
-        self.manual = not network.arch.conv if manual is None else manual
-        if self.manual and network.arch.conv:
-            raise ValueError("the manual backward pass covers fully connected networks only")
+        self.manual = (not network.arch.conv and dropout is None) if manual is None else manual
+        if self.manual and (network.arch.conv or dropout is not None):
+            raise ValueError("the manual backward pass covers fully connected networks without dropout only")
         self.lr = lr
         self.params = list(network.parameters())
         for p in self.params:  # gradients live in fixed buffers that each backward pass overwrites
@@ -209,6 +186,7 @@ class TrainStep:
         self.exp_avg_sqs = [torch.zeros_like(p) for p in self.params]
         self.step_count = torch.zeros((), dtype=torch.float32, device=self.params[0].device)
         self.steps = [self.step_count] * len(self.params)  # one shared counter
+        self.dropout = None if dropout is None else Dropout(*dropout, step=self.step_count)
         if self.manual:  # views for the manual pass, made once rather than every step
             self.weights_t = [layer.weight.detach().mT for layer in self.layers]
             self.biases = [layer.bias.detach().unsqueeze(1) for layer in self.layers]
@@ -221,7 +199,7 @@ class TrainStep:
             with torch.no_grad():
                 self._fc_backward(x, y)
         else:
-            logits = self.network(x)
+            logits = self.network(x, self.dropout)
             loss = F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="sum") / idx.shape[-1]
             for p in self.params:
                 p.grad = None
@@ -231,7 +209,7 @@ class TrainStep:
             self.step_count.add_(1)
             torch._fused_adam_(
                 self.params, self.grads, self.exp_avgs, self.exp_avg_sqs, [], self.steps,
-                lr=self.lr, beta1=self.betas[0], beta2=self.betas[1], weight_decay=0.0, eps=self.eps,
+                lr=self.lr, beta1=ADAM_BETAS[0], beta2=ADAM_BETAS[1], weight_decay=0.0, eps=ADAM_EPS,
                 amsgrad=False, maximize=False,
             )  # fmt: skip
             torch._foreach_mul_(self.weights, self.masks)

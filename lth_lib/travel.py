@@ -11,7 +11,7 @@ from __future__ import annotations
 import pandas as pd
 
 from lth_lib.lottery import weights_of
-from lth_lib.runner import Results
+from lth_lib.results import Results
 
 
 def weight_travel(results: Results, level: int) -> pd.DataFrame:

@@ -12,10 +12,10 @@ import torch
 
 from lth_lib.advance import advance, levels_stored
 from lth_lib.data import pack_data
+from lth_lib.lottery import run
 from lth_lib.paths import PROJECT
 from lth_lib.portable import import_export
-from lth_lib.runner import run
-from lth_lib.scales import experiments_in_order
+from lth_lib.protocol import experiments_in_order
 
 BUDGET = 20
 

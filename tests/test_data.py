@@ -4,8 +4,8 @@ import torch
 from PIL import Image
 
 from lth_lib.data import DATA_ENV, DataNotFoundError, data_copy, data_root, load_dataset, validation_split
+from lth_lib.notebook import NotebookParameters
 from lth_lib.paths import PROJECT
-from lth_lib.scales import NotebookParameters
 from lth_lib.store import RESULTS_ENV, results_root
 
 

@@ -13,9 +13,9 @@ from torch.nn.utils import prune
 
 from lth_lib.data import Dataset
 from lth_lib.export import export_ticket, plain_network
-from lth_lib.lottery import paper_experiment
+from lth_lib.lottery import run
 from lth_lib.models import Network
-from lth_lib.runner import run
+from lth_lib.protocol import paper_experiment
 from lth_lib.store import load_level
 from lth_lib.train import Member, train
 
@@ -137,13 +137,14 @@ def test_exports_retrain_to_the_curves_their_records_hold(lenet, rewound, synthe
 
 
 def test_rewind_exports_theta_k_from_the_store(rewound):
-    [theta_k] = load_level(rewound.directory, 0).tensors["rewind"]
+    [theta_k] = load_level(rewound.directory, 0).rewind
+    assert torch.equal(rewound.rewind_weights[0]["layers.fc1.weight"], theta_k["layers.fc1.weight"])
     [mask] = rewound.masks[1]
     start = weighted(export_ticket(rewound, level=1))["fc1"].weight_orig.detach()
     assert torch.equal(start, theta_k["layers.fc1.weight"] * mask["fc1"])
     assert not torch.equal(start, rewound.initial_weights[0]["layers.fc1.weight"] * mask["fc1"])
-    with pytest.raises(ValueError, match="rewind iteration 10 are kept only in the results store"):
-        export_ticket(dataclasses.replace(rewound, directory=None), level=1)
+    with pytest.raises(ValueError, match="do not keep the weights at the rewind iteration 10"):
+        export_ticket(dataclasses.replace(rewound, rewind_weights=None), level=1)
 
 
 def test_deepcopy_and_saving_round_trip_even_after_a_training_pass(lenet, synthetic):

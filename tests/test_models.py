@@ -1,7 +1,8 @@
 import pytest
 import torch
+from conftest import initialized_network
 
-from lth_lib.models import Network, build_network, count_prunable, glorot_init
+from lth_lib.models import Dropout, Network, count_prunable, glorot_init, parameter_shapes
 
 # Prunable weights per network: PAPER.md's Figure 2 table, checked by arithmetic on the
 # layer list (3x3 'same' convs, 2x2 max pools, 32x32x3 CIFAR input, 784 MNIST input).
@@ -27,7 +28,25 @@ def test_layer_shapes_lenet():
     assert {k: tuple(v.shape) for k, v in net.prunable().items()} == {
         "fc1": (1, 300, 784), "fc2": (1, 100, 300), "fc3": (1, 10, 100)
     }
-    assert net.output_layer == "fc3"
+    assert net.arch.layers[-1] == "fc3"
+
+
+@pytest.mark.parametrize("name", EXACT)
+def test_parameter_shapes_are_the_networks_without_building_it(name):
+    assert parameter_shapes(name) == {k: p.shape[1:] for k, p in Network(name).named_parameters()}
+
+
+def test_dropout_masks_come_from_each_members_seed_and_the_step():
+    step = torch.zeros((), dtype=torch.float32)
+    x = torch.ones(3, 60, 256)
+    stacked = Dropout(0.5, [7, 8, 7], step)(0, x)
+    alone = Dropout(0.5, [8], step)(0, x[:1])
+    assert torch.equal(stacked[1], alone[0]) and torch.equal(stacked[0], stacked[2])
+    assert not torch.equal(stacked[0], stacked[1])
+    assert set(stacked.unique().tolist()) == {0.0, 2.0} and abs((stacked == 0).float().mean().item() - 0.5) < 0.01
+    assert not torch.equal(Dropout(0.5, [8], step)(1, x[:1]), alone)  # another layer
+    step += 1
+    assert not torch.equal(Dropout(0.5, [8], step)(0, x[:1]), alone)  # the next step
 
 
 def test_unknown_network_lists_known_ones():
@@ -37,7 +56,7 @@ def test_unknown_network_lists_known_ones():
 
 @pytest.mark.parametrize("name,shape", [("lenet300", (7, 784)), ("conv2", (3, 3, 32, 32)), ("conv6", (2, 3, 32, 32))])
 def test_forward_shapes(name, shape):
-    net = build_network(name, seeds=[0, 1])
+    net = initialized_network(name, seeds=[0, 1])
     x = torch.rand(shape)
     assert net(x).shape == (2, shape[0], 10)  # shared input
     assert net(torch.stack([x, x])).shape == (2, shape[0], 10)  # one input per member
@@ -46,24 +65,24 @@ def test_forward_shapes(name, shape):
 @pytest.mark.parametrize("name", ["lenet300", "conv4"])
 def test_stacked_members_compute_what_single_networks_compute(name):
     seeds = [3, 4, 5]
-    stacked = build_network(name, seeds)
+    stacked = initialized_network(name, seeds)
     x = torch.rand(3, 4, *stacked.arch.input_shape)
     out = stacked(x)
     for k, seed in enumerate(seeds):
-        torch.testing.assert_close(out[k], build_network(name, seed)(x[k : k + 1])[0], rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(out[k], initialized_network(name, seed)(x[k : k + 1])[0], rtol=1e-5, atol=1e-5)
 
 
 def test_glorot_normal_statistics_and_zero_biases():
-    state = glorot_init(Network("lenet300"), seed=0)
+    state = glorot_init("lenet300", seed=0)
     w = state["layers.fc1.weight"]
     assert abs(w.std().item() - (2 / (784 + 300)) ** 0.5) < 2e-4
     assert abs(w.mean().item()) < 2e-4
     assert all(torch.count_nonzero(v) == 0 for k, v in state.items() if k.endswith("bias"))
-    conv = glorot_init(Network("conv2"), seed=0)["layers.conv2.weight"]  # fan = channels * 9
+    conv = glorot_init("conv2", seed=0)["layers.conv2.weight"]  # fan = channels * 9
     assert abs(conv.std().item() - (2 / (64 * 9 + 64 * 9)) ** 0.5) < 1e-3
 
 
 def test_init_depends_on_seed_only():
-    a, b, c = (glorot_init(Network("lenet300"), s) for s in (1, 1, 2))
+    a, b, c = (glorot_init("lenet300", s) for s in (1, 1, 2))
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert not torch.equal(a["layers.fc1.weight"], c["layers.fc1.weight"])

@@ -11,8 +11,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
+from lth_lib.notebook import NotebookParameters, notebook_parameters
 from lth_lib.regenerate import NOTEBOOKS, clean_notebook, main, notebook_names
-from lth_lib.scales import SCALE_OVERRIDES, SCALES, NotebookParameters, notebook_parameters, scaled_experiment
 
 PROJECT = NOTEBOOKS.parent
 FIELDS = {f.name for f in dataclasses.fields(NotebookParameters)}
@@ -106,22 +106,6 @@ def test_notebook_parameters_reject_misspelt_names_and_bad_values():
     params = notebook_parameters({"scale": "smoke", "networks": "conv2, conv4", "trials": 2})
     assert params.network_list == ["conv2", "conv4"]
     assert params.experiment("conv2").trials == 2
-
-
-def test_every_scale_names_every_network_and_keeps_the_paper_protocol():
-    assert set(SCALE_OVERRIDES) == set(SCALES)
-    for scale, networks in SCALE_OVERRIDES.items():
-        assert set(networks) == {"lenet300", "conv2", "conv4", "conv6"}
-        for network in networks:
-            exp = scaled_experiment(network, scale)
-            paper = scaled_experiment(network, "paper")
-            assert (exp.training.lr, exp.training.batch_size, exp.rates) == (
-                paper.training.lr, paper.training.batch_size, paper.rates,
-            )
-    lenet = scaled_experiment("lenet300", "paper")
-    assert (lenet.training.iterations, lenet.trials, lenet.pruning.rounds, lenet.training.eval_examples) == (
-        50_000, 5, 20, None,
-    )
 
 
 @pytest.mark.parametrize(

@@ -4,10 +4,10 @@ import matplotlib
 import numpy as np
 import pytest
 
-from lth_lib.lottery import paper_experiment
+from lth_lib.lottery import run
 from lth_lib.pictures import first_layer_map, layer_remaining, mask_figure, mask_grid_figure, mask_slider
+from lth_lib.protocol import paper_experiment
 from lth_lib.pruning import dense_mask
-from lth_lib.runner import run
 
 matplotlib.use("Agg")
 

@@ -7,7 +7,7 @@ import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 from matplotlib.container import ErrorbarContainer  # noqa: E402
 
-from lth_lib.lottery import paper_experiment  # noqa: E402
+from lth_lib.lottery import run  # noqa: E402
 from lth_lib.plots import (  # noqa: E402
     _zoom,
     default_levels,
@@ -20,7 +20,7 @@ from lth_lib.plots import (  # noqa: E402
     stamp,
     strategy_figure,
 )
-from lth_lib.runner import run  # noqa: E402
+from lth_lib.protocol import paper_experiment  # noqa: E402
 
 TINY = dict(iterations=20, eval_every=10, eval_examples=200, rounds=3, trials=2)
 

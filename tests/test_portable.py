@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 
 from lth_lib.data import _load_cpu, data_copy, pack_data
-from lth_lib.lottery import paper_experiment
+from lth_lib.lottery import NothingStoredError, OutOfTime, run
 from lth_lib.plots import paper_figure, scale_caption
 from lth_lib.portable import (
     MAX_PARTS,
@@ -26,7 +26,7 @@ from lth_lib.portable import (
     sync,
     training_times,
 )
-from lth_lib.runner import NothingStoredError, OutOfTime, run
+from lth_lib.protocol import paper_experiment
 from lth_lib.store import load_level
 
 SMALL = {"iterations": 20, "eval_every": 10, "eval_examples": 200, "rounds": 2, "trials": 2, "controls": ("reinit",)}
@@ -55,9 +55,8 @@ def test_a_portable_level_keeps_records_curves_masks_and_small_weights_exactly(s
     for level in range(3):
         ours, theirs = read_level(folder, level), load_level(results.directory, level)
         assert ours.records == theirs.records  # float32 curves: nothing rounded
-        masks = [[(bits.tolist(), shape) for bits, shape in m.values()] for m in ours.tensors["next_masks"]]
-        assert masks == [[(bits.tolist(), shape) for bits, shape in m.values()] for m in theirs.tensors["next_masks"]]
-    dense = read_level(folder, 0).tensors["dense"]
+        assert all(torch.equal(a[k], b[k]) for a, b in zip(ours.next_masks, theirs.next_masks, strict=True) for k in a)
+    dense = read_level(folder, 0).dense
     assert all(torch.equal(dense[t][k], results.dense_weights[t][k]) for t in range(2) for k in dense[t])
     # a resume reads it as the results store: same records and masks, nothing trained
     drawn = dataclasses.replace(exp, data_copy="synthetic")  # drawn without the data set

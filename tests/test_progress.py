@@ -2,9 +2,9 @@
 
 import pytest
 
-from lth_lib.lottery import paper_experiment
+from lth_lib.lottery import run
 from lth_lib.progress import TrainingBar, widgets_wanted
-from lth_lib.runner import run
+from lth_lib.protocol import paper_experiment
 
 
 def test_widgets_only_in_a_jupyter_servers_kernel_with_ipywidgets(monkeypatch):

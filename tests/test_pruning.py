@@ -1,23 +1,25 @@
 import pytest
 import torch
+from conftest import initialized_network
 
-from lth_lib.models import build_network, count_prunable
+from lth_lib.models import count_prunable
+from lth_lib.protocol import paper_experiment
 from lth_lib.pruning import (
     dense_mask,
-    layer_rates,
-    load_mask,
     magnitude_prune,
     mask_counts,
     random_prune,
     remaining_fraction,
-    save_mask,
-    sparsity_report,
     surviving_counts,
 )
 
 
+def layer_rates(network: str, **overrides) -> dict[str, float]:
+    return paper_experiment(network, **overrides).rates
+
+
 def trained_like_weights(name: str, seed: int = 0) -> dict[str, torch.Tensor]:
-    net = build_network(name, seed)
+    net = initialized_network(name, seed)
     return {layer: w[0].detach() for layer, w in net.prunable().items()}
 
 
@@ -26,13 +28,13 @@ def test_paper_rates_output_layer_at_half_the_fc_rate():
     assert layer_rates("conv6") == {
         **{f"conv{i}": 0.15 for i in range(1, 7)}, "fc1": 0.2, "fc2": 0.2, "fc3": 0.1
     }
-    assert layer_rates("conv2", fc=0.4)["fc3"] == 0.2
+    assert layer_rates("conv2", fc_rate=0.4)["fc3"] == 0.2
 
 
 @pytest.mark.parametrize("rate", [0.0, 1.0, -0.1, 1.5])
 def test_rates_outside_open_unit_interval_are_rejected(rate):
     with pytest.raises(ValueError, match=r"must be in \(0, 1\)"):
-        layer_rates("lenet300", fc=rate)
+        layer_rates("lenet300", fc_rate=rate)
 
 
 def test_lenet_remaining_percentages_are_the_papers_labels():
@@ -101,16 +103,7 @@ def test_random_pruning_matches_magnitude_counts_at_other_positions():
     assert all(torch.equal(random[k], again[k]) for k in random)
 
 
-def test_masks_save_and_load(tmp_path):
+def test_one_round_keeps_80_percent_of_lenet():
     mask = magnitude_prune(trained_like_weights("lenet300"), dense_mask("lenet300"), layer_rates("lenet300"))
-    save_mask(mask, tmp_path / "mask.pt")
-    loaded = load_mask(tmp_path / "mask.pt")
-    assert loaded.keys() == mask.keys() and all(torch.equal(loaded[k], mask[k]) for k in mask)
-
-
-def test_sparsity_report():
-    mask = magnitude_prune(trained_like_weights("lenet300"), dense_mask("lenet300"), layer_rates("lenet300"))
-    report = sparsity_report(mask)
-    assert report.splitlines()[1].split() == ["fc1", "235,200", "188,160", "80.0%"]
-    assert report.splitlines()[-1].split() == ["total", "266,200", "213,060", "80.0%"]
+    assert mask_counts(mask) == {"fc1": 188_160, "fc2": 24_000, "fc3": 900}
     assert abs(remaining_fraction(mask) - 213_060 / 266_200) < 1e-12

@@ -13,10 +13,9 @@ import pandas as pd
 import pytest
 
 import lth_lib.lottery
-from lth_lib.lottery import Experiment, PruningHparams, paper_experiment
-from lth_lib.runner import run
+from lth_lib.lottery import run
+from lth_lib.protocol import Experiment, PruningHparams, TrainingHparams, paper_experiment
 from lth_lib.store import experiment_dir, load_level
-from lth_lib.train import TrainingHparams
 
 TESTS = Path(__file__).resolve().parent
 SMALL = dict(iterations=30, eval_every=10, eval_examples=200, rounds=3, trials=2, controls=("reinit",))
@@ -101,7 +100,7 @@ def test_a_run_killed_mid_round_resumes_to_exactly_the_uninterrupted_results(tmp
     assert whole[0] == killed[0]  # every record and curve, exactly
     pd.testing.assert_frame_equal(whole[1], killed[1])
     for level in range(4):
-        assert load_level(directory, level).tensors.keys()
+        assert load_level(directory, level).next_masks
 
 
 @pytest.fixture

@@ -1,21 +1,25 @@
+import dataclasses
+
 import pytest
 import torch
 
-from lth_lib.models import Network, architecture, glorot_init
-from lth_lib.pruning import dense_mask, layer_rates, magnitude_prune, random_prune
-from lth_lib.train import Member, TrainingHparams, TrainStep, early_stop, paper_training, train
+from lth_lib.data import Dataset
+from lth_lib.models import Network, glorot_init
+from lth_lib.protocol import TrainingHparams, architecture, paper_experiment
+from lth_lib.pruning import dense_mask, magnitude_prune, random_prune
+from lth_lib.train import Member, TrainStep, early_stop, train
 
 FAST = TrainingHparams(iterations=30, lr=1.2e-3, eval_every=10, eval_examples=300)
 
 
 def member(seed: int, mask=None, network: str = "lenet300") -> Member:
-    return Member(glorot_init(Network(network), seed), mask or dense_mask(network), seed)
+    return Member(glorot_init(network, seed), mask or dense_mask(network), seed)
 
 
 def half_pruned(seed: int = 0):
     w = {k: v[0] for k, v in Network("lenet300").prunable().items()}
     w = {k: torch.randn(v.shape, generator=torch.Generator().manual_seed(seed)) for k, v in w.items()}
-    return magnitude_prune(w, dense_mask("lenet300"), layer_rates("lenet300", fc=0.5, output=0.5))
+    return magnitude_prune(w, dense_mask("lenet300"), paper_experiment("lenet300", fc_rate=0.5, output_rate=0.5).rates)
 
 
 def test_early_stop_picks_the_first_minimum_of_validation_loss():
@@ -68,6 +72,14 @@ def test_same_seed_same_numbers(synthetic):
     assert all(torch.equal(a.final_weights[k], b.final_weights[k]) for k in a.final_weights)
 
 
+def cifar_shaped(n: int = 6000) -> Dataset:
+    """CIFAR-shaped random images whose label is a linear function of the pixels."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(n, 3, 32, 32, generator=g)
+    labels = (x.flatten(1) @ torch.randn(3072, 10, generator=g)).argmax(1)
+    return Dataset("cifar10", "synthetic", x[:-200], labels[:-200], x[-200:], labels[-200:])
+
+
 def test_ensemble_equals_members_trained_one_by_one(synthetic):
     """Stacked and alone, a member computes the same arithmetic in a different kernel
     order, so the two agree to float rounding. Adam divides by the gradient's running
@@ -82,6 +94,43 @@ def test_ensemble_equals_members_trained_one_by_one(synthetic):
         assert (difference > 1e-5).float().mean() < 1e-3
         for key in ("val_loss", "test_loss"):
             torch.testing.assert_close(joint.curve[key], alone.curve[key], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("network", ["lenet300", "conv2"])
+def test_with_dropout_each_stacked_member_steps_as_it_would_alone(network, synthetic):
+    """Each member's dropout masks come from its own seed and the step, so at every step
+    its gradient stacked equals its gradient alone, to float rounding (another member's
+    masks would change it by as much as the gradient itself). (Over a whole run
+    the two drift further apart than without dropout: Adam turns rounding-level
+    differences in near-zero gradients into differences of a step, and dropout's sparse
+    gradients have many more of those; so the check is per step.) Same seeds, same run:
+    training with dropout is bit-for-bit reproducible."""
+    data = synthetic if network == "lenet300" else cifar_shaped()
+    masks = [random_prune(dense_mask(network), torch.Generator().manual_seed(s)) for s in (1, 2)]
+    members = [member(0, network=network), member(1, masks[0], network), member(2, masks[1], network)]
+    for step in (0, 1, 7):
+        idx = torch.randint(0, len(data.train_x), (3, 60), generator=torch.Generator().manual_seed(step))
+        joint = TrainStep.build(network, members, 1e-3, dropout=0.5)
+        joint.step_count.fill_(step)
+        joint(data.train_x, data.train_y, idx)
+        for k, m in enumerate(members):
+            alone = TrainStep.build(network, [m], 1e-3, dropout=0.5)
+            alone.step_count.fill_(step)
+            alone(data.train_x, data.train_y, idx[k : k + 1])
+            for ours, theirs in zip(joint.params, alone.params):  # a grouped conv sums in another order
+                assert (ours.grad[k] - theirs.grad[0]).norm() <= 1e-3 * theirs.grad[0].norm()
+    hparams = dataclasses.replace(FAST, iterations=4, eval_every=2, eval_examples=100, dropout=0.5)
+    first, again = (train(network, members[:2], data, hparams) for _ in range(2))
+    without = train(network, members[:2], data, dataclasses.replace(hparams, dropout=0.0))
+    for a, b, c in zip(first, again, without):
+        assert all(torch.equal(a.final_weights[key], b.final_weights[key]) for key in a.final_weights)
+        assert not torch.equal(a.final_weights["layers.fc1.weight"], c.final_weights["layers.fc1.weight"])
+
+
+def test_dropout_is_not_in_the_manual_backward_pass():
+    with pytest.raises(ValueError, match="without dropout"):
+        TrainStep(Network("lenet300"), [torch.ones(1, *w.shape[1:]) for w in Network("lenet300").prunable().values()],
+                  1e-3, manual=True, dropout=(0.5, [0]))  # fmt: skip
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
@@ -104,21 +153,22 @@ def test_a_replayed_cuda_graph_step_trains_as_the_eager_step_does(network):
 
 
 @pytest.mark.parametrize(
-    "field,value", [("iterations", 0), ("batch_size", -1), ("eval_every", 0), ("lr", 0.0), ("eval_examples", 0)]
+    "field,value",
+    [("iterations", 0), ("batch_size", -1), ("eval_every", 0), ("lr", 0.0), ("eval_examples", 0), ("dropout", 1.0)],
 )
 def test_bad_training_hparams_are_rejected(field, value):
     with pytest.raises(ValueError, match=field):
-        paper_training("lenet300", **{field: value})
+        paper_experiment("lenet300", **{field: value})
 
 
 def test_paper_training_protocol():
-    assert paper_training("lenet300") == TrainingHparams(50_000, 1.2e-3, 60, 100)
-    assert paper_training("conv2").lr == 2e-4 and paper_training("conv6").iterations == 30_000
+    assert paper_experiment("lenet300").training == TrainingHparams(50_000, 1.2e-3, 60, 100)
+    assert paper_experiment("conv2").training.lr == 2e-4 and paper_experiment("conv6").training.iterations == 30_000
     with pytest.raises(ValueError, match="unknown network"):
-        paper_training("resnet20")
+        paper_experiment("resnet20")
 
 
 @pytest.mark.slow
 def test_lenet_reaches_95_percent_in_1000_iterations(mnist):
-    [r] = train("lenet300", [member(0)], mnist, paper_training("lenet300", iterations=1000, eval_every=500))
+    [r] = train("lenet300", [member(0)], mnist, paper_experiment("lenet300", iterations=1000, eval_every=500).training)
     assert r.final_test_acc > 0.95

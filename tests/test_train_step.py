@@ -2,8 +2,8 @@
 
 import torch
 import torch.nn.functional as F
+from conftest import initialized_network
 
-from lth_lib.models import build_network
 from lth_lib.train import TrainStep
 
 
@@ -31,9 +31,9 @@ def _reference_steps(network, masks, x, y, idx, lr, steps):
 def test_manual_fc_step_matches_autograd_and_torch_adam(synthetic):
     k, steps = 3, 5
     idx = torch.randint(0, len(synthetic.train_x), (steps, k, 60), generator=torch.Generator().manual_seed(1))
-    ref = build_network("lenet300", list(range(k)))
+    ref = initialized_network("lenet300", list(range(k)))
     masks = _masks(ref)
-    ours = build_network("lenet300", list(range(k)))
+    ours = initialized_network("lenet300", list(range(k)))
     step = TrainStep(ours, masks, 1e-3)
     assert step.manual
     for i in range(steps):
@@ -49,7 +49,7 @@ def test_manual_fc_step_matches_autograd_and_torch_adam(synthetic):
 
 
 def test_manual_gradients_match_autograd(synthetic):
-    net = build_network("lenet300", [0, 1, 2])
+    net = initialized_network("lenet300", [0, 1, 2])
     step = TrainStep(net, _masks(net), 1e-3)
     idx = torch.randint(0, len(synthetic.train_x), (3, 60), generator=torch.Generator().manual_seed(3))
     x, y = synthetic.train_x[idx], synthetic.train_y[idx]
@@ -66,7 +66,7 @@ def test_manual_gradients_match_autograd(synthetic):
 def test_autograd_step_is_torch_adam_bit_for_bit(synthetic):
     k, steps = 2, 4
     idx = torch.randint(0, len(synthetic.train_x), (steps, k, 60), generator=torch.Generator().manual_seed(2))
-    ref, ours = (build_network("lenet300", [5, 6]) for _ in range(2))
+    ref, ours = (initialized_network("lenet300", [5, 6]) for _ in range(2))
     masks = _masks(ref, 1)
     step = TrainStep(ours, masks, 1e-3, manual=False)
     for i in range(steps):
@@ -76,7 +76,7 @@ def test_autograd_step_is_torch_adam_bit_for_bit(synthetic):
 
 
 def test_conv_step_runs_and_keeps_masks():
-    net = build_network("conv2", [0, 1])
+    net = initialized_network("conv2", [0, 1])
     masks = _masks(net)
     step = TrainStep(net, masks, 2e-4)
     assert not step.manual

@@ -3,8 +3,9 @@
 import pytest
 import torch
 
-from lth_lib.lottery import paper_experiment
-from lth_lib.runner import control_gaps, run, summary_text
+from lth_lib.lottery import run
+from lth_lib.protocol import paper_experiment
+from lth_lib.results import control_gaps, summary_text
 from lth_lib.travel import travel_summary, weight_travel
 
 
