@@ -156,12 +156,11 @@ def advance(
                     raise OutOfTime("the budget was spent before this experiment")
                 print(f"{exp.network} {exp.pruning.strategy}: {levels_stored(exp, store)} of "
                       f"{exp.pruning.rounds + 1} levels stored", flush=True)  # fmt: skip
+                finished.append(experiment_dir(_located(exp, data_root), results_root))  # kept whatever happens
                 try:
-                    results = run(exp, data_root=data_root, results_root=results_root, device=device,
-                                  portable=store, deadline=deadline)  # fmt: skip
-                    finished.append(results.directory)
+                    run(exp, data_root=data_root, results_root=results_root, device=device, portable=store,
+                        deadline=deadline)  # fmt: skip
                 except OutOfTime as reason:  # its next level would not fit: a later experiment's may
-                    finished.append(experiment_dir(_located(exp, data_root), results_root))
                     stopped = f"stopped at {exp.network} {exp.pruning.strategy}: {reason}"
                     print(f"{stopped}; going on with the next experiment", flush=True)
         except Exception as reason:  # noqa: BLE001 -- an error, too, keeps the levels finished before it
@@ -171,8 +170,6 @@ def advance(
             stopped = f"{'failed' if failed else 'stopped'}: {reason!r}"
             if exp is not None:
                 stopped = f"{'failed' if failed else 'stopped'} at {exp.network} {exp.pruning.strategy}: {reason}"
-                with contextlib.suppress(Exception):  # its finished levels, if its data set was found
-                    finished.append(experiment_dir(_located(exp, data_root), results_root))
     written = [path for directory in finished if directory.is_dir() for path in sync(directory, store)]
     spent = time.monotonic() - (end - budget)
     print(f"{stopped or 'every experiment is complete'} ({spent:.0f} s of the {budget:.0f} s budget)", flush=True)

@@ -18,7 +18,7 @@ from torch import nn
 from torch.nn.utils import prune
 
 from lth_lib.lottery import level_job
-from lth_lib.models import count_prunable
+from lth_lib.models import count_prunable, layer_sizes
 from lth_lib.protocol import architecture
 from lth_lib.pruning import Mask
 from lth_lib.results import Results
@@ -30,23 +30,20 @@ def plain_network(name: str) -> nn.Sequential:
     """One member of network `name` as an unpruned `nn.Sequential` (PyTorch's default init):
     3x3 'same' convs with ReLU and 2x2 max pools, a flatten in the (channel, height, width)
     order `Network.forward` uses, then linear layers with ReLU between them."""
-    arch = architecture(name)
+    arch, sizes = architecture(name), layer_sizes(name)
+    convs = iter(size for layer, size in sizes.items() if layer.startswith("conv"))
     layers: list[nn.Module] = []
-    channels, side = arch.input_shape[0], arch.input_shape[-1]
     for item in arch.conv:
         if item == "pool":
             layers.append(nn.MaxPool2d(2))
-            side //= 2
         else:
-            layers += [nn.Conv2d(channels, int(item), 3, padding=1), nn.ReLU()]
-            channels = int(item)
-    features = arch.input_shape[0]
+            inputs, outputs = next(convs)
+            layers += [nn.Conv2d(inputs, outputs, 3, padding=1), nn.ReLU()]
     if arch.conv:
         layers.append(nn.Flatten())
-        features = channels * side * side
-    for width in arch.fc:
-        layers += [nn.Linear(features, width), nn.ReLU()]
-        features = width
+    for layer, (inputs, outputs) in sizes.items():
+        if layer.startswith("fc"):
+            layers += [nn.Linear(inputs, outputs), nn.ReLU()]
     return nn.Sequential(*layers[:-1])
 
 

@@ -116,15 +116,6 @@ class Network(nn.Module):
                 x = dropout(index, x)
         return fc[-1](x)
 
-    @torch.no_grad()
-    def initialize(self, seeds: list[int]) -> None:
-        """Gaussian Glorot weights and zero biases, member k drawn from `seeds[k]` alone."""
-        if len(seeds) != self.members:
-            raise ValueError(f"need {self.members} seeds, got {len(seeds)}")
-        for k, seed in enumerate(seeds):
-            for name, value in glorot_init(self.name, seed).items():
-                self.get_parameter(name)[k].copy_(value)
-
     def member_state(self, k: int) -> dict[str, torch.Tensor]:
         """Member k's parameters as a {name: tensor} copy, without the member dimension."""
         return {name: p[k].detach().clone() for name, p in self.named_parameters()}

@@ -25,7 +25,8 @@ def notebook(request) -> tuple[str, nbformat.NotebookNode]:
 
 def test_every_experiment_notebook_is_there():
     assert notebook_names() == [
-        "lenet_mnist", "conv_cifar10", "oneshot_vs_iterative", "controls", "weight_travel", "tickets",
+        "lenet_mnist", "conv_cifar10", "oneshot_vs_iterative", "controls", "weight_travel", "tickets", "dropout",
+        "rewinding",
     ]  # fmt: skip
 
 

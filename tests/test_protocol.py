@@ -3,10 +3,20 @@
 import dataclasses
 
 import pytest
+import torch
 
 from lth_lib.data import COPIES
 from lth_lib.paths import PROJECT
-from lth_lib.protocol import PAPER, SCALES, experiments_in_order, paper_experiment, scaled_experiment
+from lth_lib.protocol import (
+    DROPOUT,
+    PAPER,
+    SCALES,
+    default_rewind_iterations,
+    default_scale,
+    experiments_in_order,
+    paper_experiment,
+    scaled_experiment,
+)
 
 # Identities of the experiments the notebooks draw, as the code named them before the
 # protocol moved into one module: a change here renames every stored experiment.
@@ -64,3 +74,32 @@ def test_the_protocol_matches_the_paper():
     assert [PAPER[n].lr for n in ("conv2", "conv4", "conv6")] == [2e-4, 3e-4, 3e-4]
     assert [PAPER[n].conv_rate for n in ("conv2", "conv4", "conv6")] == [0.1, 0.1, 0.15]
     assert {p.fc_rate for p in PAPER.values()} == {0.2} and {p.batch_size for p in PAPER.values()} == {60}
+
+
+def test_dropout_runs_as_the_dropout_figure_does():
+    for network, lr in (("conv2", 3e-4), ("conv4", 2e-4), ("conv6", 2e-4)):
+        exp = paper_experiment(network, dropout=DROPOUT)
+        assert (exp.training.dropout, exp.training.lr) == (0.5, lr)
+        assert exp.training.iterations == 3 * PAPER[network].iterations
+        assert exp.rates == paper_experiment(network).rates
+    assert paper_experiment("conv2", dropout=0.5, lr=1e-3, iterations=10).training.lr == 1e-3
+    cpu = scaled_experiment("conv2", "cpu", dropout=0.5)  # a scale's iterations are its own
+    assert cpu.training.iterations == scaled_experiment("conv2", "cpu").training.iterations
+
+
+def test_one_default_scale_for_notebooks_and_regenerate(monkeypatch):
+    from lth_lib.notebook import NotebookParameters
+
+    monkeypatch.setenv("LTH_SCALE", "smoke")
+    assert default_scale() == "smoke" == NotebookParameters().scale
+    monkeypatch.setenv("LTH_SCALE", "huge")
+    with pytest.raises(ValueError, match="unknown scale 'huge'"):
+        NotebookParameters()
+    monkeypatch.delenv("LTH_SCALE")
+    assert NotebookParameters().scale == default_scale() == ("paper" if torch.cuda.is_available() else "cpu")
+
+
+def test_rewind_iterations_are_fractions_of_the_scales_training():
+    assert default_rewind_iterations("lenet300", "paper") == [0, 1000, 5000]
+    assert default_rewind_iterations("conv2", "cpu") == [0, 6, 30]
+    assert default_rewind_iterations("conv2", "smoke") == [0, 1]  # at least one iteration where not 0
