@@ -65,7 +65,7 @@ def scale_caption(
         trials,
     ]
     if exp.training.dropout:
-        parts.append(f"dropout {exp.training.dropout:g}, lr {exp.training.lr:g}")
+        parts.append(f"dropout {exp.training.dropout:g}")
     if exp.pruning.rewind_iteration:
         parts.append(f"rewind to {exp.pruning.rewind_iteration:,}")
     if exp.data_copy:
