@@ -8,7 +8,6 @@ import pytest
 import torch
 
 from lth_lib.data import DATA_ENV, Dataset, load_dataset
-from lth_lib.models import Network, glorot_init
 from lth_lib.paths import env_path
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -49,11 +48,3 @@ def synthetic_dataset() -> Dataset:
 def synthetic() -> Dataset:
     """`synthetic_dataset()`, built once per session."""
     return synthetic_dataset()
-
-
-def initialized_network(name: str, seeds: list[int] | int = 0) -> Network:
-    """Network `name` with one member per seed, Glorot-initialised from it."""
-    seeds = [seeds] if isinstance(seeds, int) else list(seeds)
-    network = Network(name, members=len(seeds))
-    network.load_members([glorot_init(name, seed) for seed in seeds])
-    return network

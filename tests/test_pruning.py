@@ -1,6 +1,6 @@
 import pytest
 import torch
-from conftest import initialized_network
+from helpers import initialized_network
 
 from lth_lib.models import count_prunable
 from lth_lib.protocol import paper_experiment

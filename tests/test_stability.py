@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from conftest import initialized_network
+from helpers import initialized_network
 
 from lth_lib.lottery import run
 from lth_lib.protocol import INTERPOLATION_POINTS, paper_experiment

@@ -2,7 +2,7 @@
 
 import torch
 import torch.nn.functional as F
-from conftest import initialized_network
+from helpers import initialized_network
 
 from lth_lib.train import TrainStep
 
