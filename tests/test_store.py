@@ -22,7 +22,7 @@ SMALL = dict(iterations=30, eval_every=10, eval_examples=200, rounds=3, trials=2
 
 # Changed value for every field of every hyperparameter dataclass.
 CHANGES = {
-    TrainingHparams: dict(iterations=31, lr=1e-3, batch_size=50, eval_every=5, eval_examples=100),
+    TrainingHparams: dict(iterations=31, lr=1e-3, batch_size=50, eval_every=5, eval_examples=100, dropout=0.5),
     PruningHparams: dict(
         strategy="oneshot", rounds=4, scope="global", conv_rate=0.15, fc_rate=0.25, output_rate=0.2,
         rewind_iteration=10,
