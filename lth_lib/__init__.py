@@ -18,7 +18,7 @@ from lth_lib.data import (
     validation_split,
 )
 from lth_lib.export import export_ticket
-from lth_lib.lottery import level_job, plan, prune_tickets, run
+from lth_lib.lottery import level_job, plan, prune_tickets, run, train_trials, trial_groups
 from lth_lib.models import Network, count_prunable, glorot_init
 from lth_lib.notebook import NotebookParameters, notebook_parameters
 from lth_lib.pictures import first_layer_map, layer_remaining, mask_figure, mask_grid_figure, mask_slider
@@ -125,9 +125,11 @@ __all__ = [
     "summary_text",
     "surviving_counts",
     "train",
+    "train_trials",
     "trained_text",
     "travel_figure",
     "travel_summary",
+    "trial_groups",
     "validation_split",
     "weight_travel",
     "widgets_wanted",

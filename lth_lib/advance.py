@@ -34,7 +34,16 @@ from pathlib import Path
 import torch
 
 from lth_lib.data import data_copy
-from lth_lib.lottery import OutOfTime, default_max_members, device_name, job_iterations, level_size, plan, run
+from lth_lib.lottery import (
+    OutOfTime,
+    default_max_members,
+    device_name,
+    job_iterations,
+    level_size,
+    plan,
+    run,
+    trial_groups,
+)
 from lth_lib.models import glorot_init
 from lth_lib.portable import (
     ExportError,
@@ -90,11 +99,15 @@ def work_left(scale: str, store: Path | None, device: str) -> list[dict]:
     for exp in experiments_in_order(scale):
         done = levels_stored(exp, store) if store is not None else 0
         max_members = default_max_members(exp.network, device)
-        jobs = [job for job in plan(exp, max_members) if job[0] >= done]
-        members = min(max_members, level_size(exp, 1))
-        if jobs and (exp.network, members) not in measured:
+        groups = [len(group) for group in trial_groups(exp, max_members)]
+        iterations = sum(
+            job_iterations(exp, [job for job in plan(exp, max_members, trials) if job[0] >= done], max_members, trials)
+            for trials in groups
+        )
+        members = min(max_members, level_size(exp, 1, groups[0]))
+        if iterations and (exp.network, members) not in measured:
             measured[exp.network, members] = seconds_per_step(exp.network, members, device)
-        seconds = job_iterations(exp, jobs, max_members) * measured.get((exp.network, members), 0.0)
+        seconds = iterations * measured.get((exp.network, members), 0.0)
         rows.append({"experiment": exp, "done": done, "levels": exp.pruning.rounds + 1, "seconds": seconds})
     return rows
 

@@ -146,6 +146,20 @@ def layer_sizes(name: str) -> dict[str, tuple[int, int]]:
     return sizes
 
 
+def multiply_adds(name: str) -> int:
+    """Multiply-adds of one forward pass of one example through network `name` (dense; the
+    3x3 convolutions keep the image's size): a measure of its training's cost."""
+    arch, side, total = architecture(name), architecture(name).input_shape[-1], 0
+    sizes = iter(layer_sizes(name).values())
+    for item in arch.conv:
+        if item == "pool":
+            side //= 2
+        else:
+            inputs, outputs = next(sizes)
+            total += inputs * outputs * 9 * side * side
+    return total + sum(inputs * outputs for inputs, outputs in sizes)
+
+
 def parameter_shapes(name: str) -> dict[str, torch.Size]:
     """One member's parameter shapes, named as `Network(name).named_parameters()` names them."""
     shapes = {}

@@ -45,7 +45,7 @@ from lth_lib.paths import PROJECT
 from lth_lib.protocol import Experiment, PruningHparams, TrainingHparams, architecture
 from lth_lib.pruning import pack_mask, unpack_mask
 from lth_lib.results import Record
-from lth_lib.store import Level, atomic_write, experiment_dir, load_level
+from lth_lib.store import Level, atomic_write, experiment_dir, load_level, stored_level_numbers
 
 FORMAT = "lth-portable"
 VERSION = 1
@@ -183,11 +183,11 @@ def experiment_of(directory: Path) -> Experiment:
 
 def sync(results_dir: Path, store: Path) -> list[Path]:
     """Write the finished levels that `results_dir` (an experiment's folder in the results
-    store; it may hold only the levels trained after those `store` has) has and the
-    portable store `store` lacks; the files written."""
+    store; it may hold only the levels trained after those `store` has) has for every
+    trial and the portable store `store` lacks; the files written."""
     target = store / results_dir.name
     have = set(stored_levels(target))
-    numbers = sorted(int(p.stem.split("_")[1]) for p in results_dir.glob("level_*.json"))
+    numbers = stored_level_numbers(results_dir)
     levels = [(level, stored) for level in numbers if (stored := load_level(results_dir, level)) is not None]
     new = [(level, stored) for level, stored in levels if level not in have]
     if not new:

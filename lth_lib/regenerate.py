@@ -4,6 +4,8 @@
     python -m lth_lib.regenerate --scale smoke        # seconds per notebook
     python -m lth_lib.regenerate lenet_mnist controls -p trials 3
     python -m lth_lib.regenerate --refresh            # re-store the notebooks' smoke outputs
+    python -m lth_lib.regenerate --executor local --jobs 2       # train as 2 local processes first
+    python -m lth_lib.regenerate --executor slurm --partition gpu --gpus-per-job 1 --jobs 10 --time 240
 
 The terminal shows each notebook's output as it runs: its tables, and one progress bar
 per experiment with the level being trained and the time left. Executed notebooks go to
@@ -17,6 +19,11 @@ metadata, timings or absolute paths), so the committed ones show the committed r
 Finished rounds come from the results store, so a second regeneration at the same
 scale only re-plots.
 
+With `--executor`, the experiments the notebooks draw are first trained as jobs, each a
+share of their trial groups (`lth_lib.cluster`), into the results store; the notebooks
+then draw from it. `--no-wait` (SLURM) returns once the jobs are submitted; `--collect
+FOLDER` later waits for them and draws.
+
 `--refresh` re-executes the committed notebooks in place at `smoke` scale (the reference
 outputs nbval compares against) in a fresh results store, and strips what changes from
 run to run (execution timestamps, papermill metadata, the Python version).
@@ -25,7 +32,9 @@ run to run (execution timestamps, papermill metadata, the Python version).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
+import json
 import os
 import platform
 import re
@@ -36,6 +45,7 @@ from pathlib import Path
 
 import torch
 
+from lth_lib.cluster import EXECUTORS, Options
 from lth_lib.lottery import device_name
 from lth_lib.notebook import COMMITTED_FIGURES, NotebookParameters, check_parameter_names
 from lth_lib.protocol import SCALES, check_scale, default_scale
@@ -101,6 +111,19 @@ def default_figures_dir(names: list[str], scale: str, parameters: dict, out_dir:
     return out_dir / "figures"
 
 
+def notebook_experiments(name: str, params: NotebookParameters) -> list:
+    """The experiments notebook `name` draws with `params`: its networks (`params.networks`,
+    else its own) with its `DRAWS` methods."""
+    networks = params.network_list or list(DRAWS[name])
+    methods = dict.fromkeys(m for strategies in DRAWS[name].values() for m in strategies)
+    return [e for network in networks for e in _experiments(params, network, DRAWS[name].get(network, tuple(methods)))]
+
+
+def _experiments(params: NotebookParameters, network: str, methods: tuple[str, ...]) -> list:
+    made = [getattr(params, method)(network) for method in methods]  # a method returns one or {k: experiment}
+    return [e for m in made for e in (m.values() if isinstance(m, dict) else [m])]
+
+
 def drawable(names: list[str], scale: str) -> dict[str, list[str]]:
     """For a run that must not train: per notebook, the networks whose experiments the
     committed portable store holds a pruned level of, the dense level and at least one
@@ -109,16 +132,11 @@ def drawable(names: list[str], scale: str) -> dict[str, list[str]]:
     from lth_lib.portable import portable_store
 
     store, params = portable_store(scale), NotebookParameters(scale=scale)
-
-    def experiments(network: str, strategies: tuple[str, ...]) -> list:
-        made = [getattr(params, s)(network) for s in strategies]  # a method returns one or {k: experiment}
-        return [e for m in made for e in (m.values() if isinstance(m, dict) else [m])]
-
     plan = {}
     for name in names:
         networks = [
-            network for network, strategies in DRAWS[name].items()
-            if store is not None and all(levels_stored(e, store) > 1 for e in experiments(network, strategies))
+            network for network, methods in DRAWS[name].items()
+            if store is not None and all(levels_stored(e, store) > 1 for e in _experiments(params, network, methods))
         ]  # fmt: skip
         if networks:
             plan[name] = networks
@@ -298,6 +316,49 @@ def _value(text: str):
     return text
 
 
+def train_on_cluster(names: list[str], scale: str, parameters: dict[str, dict], options, no_wait: bool,
+                     collect_from: Path | None) -> int | None:  # fmt: skip
+    """Train what `names` draw as `options`' jobs, or wait for the jobs recorded in
+    `collect_from`; an exit code to stop with, or None once every job has finished."""
+    from lth_lib import cluster
+    from lth_lib.data import DATA_ENV
+    from lth_lib.paths import env_path
+    from lth_lib.portable import COMMITTED_SCALES, portable_store
+    from lth_lib.store import results_root
+
+    if collect_from is not None:
+        jobs = cluster.collect(collect_from)
+        print(f"waiting for the {len(jobs)} jobs recorded in {collect_from}", flush=True)
+    else:
+        params = {name: NotebookParameters(**{"scale": scale, **parameters[name]}) for name in names}
+        experiments = [e for name in names for e in notebook_experiments(name, params[name])]
+        work = cluster.units(experiments, options.device)
+        first = params[names[0]]
+        data = first.data_root or (str(env_path(DATA_ENV)) if env_path(DATA_ENV) else None)
+        results = str(results_root(first.results_root).resolve())
+        committed = portable_store(scale) if scale in COMMITTED_SCALES else None  # as NotebookParameters.run
+        portable = str(committed) if committed is not None and committed.is_dir() else None
+        jobs = cluster.submit(work, options, data, results, portable)
+        print(f"{len(work)} trial groups of {len({u.experiment.identity() for u in work})} experiments as "
+              f"{len(jobs)} {options.executor} jobs ({options.threads} thread{'s' if options.threads > 1 else ''} "
+              f"each{f', {options.gpus_per_job} GPU' if options.gpus_per_job else ''}), into {results}; "
+              f"job files and logs in {options.folder}", flush=True)  # fmt: skip
+        for job, units in zip(jobs, json.loads((options.folder / "jobs.json").read_text())["jobs"]):
+            print(f"  job {job.job_id}: {'; '.join(units['units'])}", flush=True)
+        if no_wait:
+            print(f"submitted; to wait for them and draw the figures later: "
+                  f"python -m lth_lib.regenerate --collect {options.folder} (with this command's other options)")
+            return 0
+    failures = cluster.wait(jobs)
+    for failure in failures:
+        print(failure, file=sys.stderr)
+    if failures:
+        print("every level the jobs finished is stored: run the same command again to resume", file=sys.stderr)
+        return 1
+    print("every job has finished", flush=True)
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m lth_lib.regenerate", description=__doc__.split("\n")[0])
     parser.add_argument("notebooks", nargs="*", help=f"which to run (default: all of {', '.join(notebook_names())})")
@@ -314,6 +375,20 @@ def main(argv: list[str] | None = None) -> int:
                         help="train what is missing even at paper scale without a GPU (hours to days)")
     parser.add_argument("--refresh", action="store_true",
                         help="re-store the notebooks' reference outputs (smoke scale, in place) and exit")
+    cluster = parser.add_argument_group("training as jobs first (lth_lib.cluster; needs .[cluster])")
+    cluster.add_argument("--executor", choices=EXECUTORS, help="local: processes on this machine; slurm: SLURM jobs")
+    cluster.add_argument("--jobs", type=int, help="how many jobs the trials are dealt to (default 2)")
+    cluster.add_argument("--partition", help="SLURM partition (default: the cluster's)")
+    cluster.add_argument("--gpus-per-job", type=int, help="SLURM GPUs per job (default 0: CPUs)")
+    cluster.add_argument("--cpus-per-job", type=int,
+                         help="threads (SLURM: cores) per job; default: locally as many as one process here uses, "
+                              "which keeps a serial run's numbers (fewer is faster where jobs share cores, and "
+                              "changes Conv's float rounding), on SLURM 1")
+    cluster.add_argument("--time", type=int, dest="time_min", metavar="MINUTES",
+                         help="each job's time limit; a job past it is requeued and resumes (default 1440)")
+    cluster.add_argument("--no-wait", action="store_true", help="SLURM: return once the jobs are submitted")
+    cluster.add_argument("--collect", type=Path, metavar="FOLDER",
+                         help="wait for the jobs a --no-wait submission recorded in FOLDER, then draw")
     args = parser.parse_args(argv)
     if args.refresh:
         names = args.notebooks or notebook_names()
@@ -334,12 +409,36 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(error))
     if {"scale", "figures_dir", "train"} & set(parameters):
         parser.error("give the scale with --scale, the figures folder with --figures, training with --train")
+    options = None
+    given = {name: getattr(args, name) for name in ("jobs", "partition", "gpus_per_job", "cpus_per_job", "time_min")}
+    given = {name: value for name, value in given.items() if value is not None}
+    if args.executor is not None:
+        if args.collect is not None:
+            parser.error("--collect waits for jobs submitted earlier: give it without --executor")
+        if args.no_wait and args.executor != "slurm":
+            parser.error("--no-wait needs --executor slurm: local jobs end with the command that started them")
+        try:
+            options = Options(args.executor, **given)
+        except ValueError as error:
+            parser.error(str(error))
+    elif given or args.no_wait:
+        parser.error("--jobs, --partition, --gpus-per-job, --cpus-per-job, --time and --no-wait need --executor")
     out_dir = (args.out or PROJECT / "out" / run_name(scale, parameters)).resolve()
     figures_dir = (args.figures or default_figures_dir(names, scale, parameters, out_dir)).resolve()
     per_notebook = {name: dict(parameters) for name in names}
     if args.train:
         per_notebook = {name: {**p, "train": True} for name, p in per_notebook.items()}
-    elif not NotebookParameters(scale=scale).training:  # draw from the committed results only
+    jobs = []  # the training jobs' outcome, when they run first
+    if options is not None or args.collect is not None:
+        if options is not None:
+            options = dataclasses.replace(options, folder=out_dir / "jobs")
+        started = time.perf_counter()
+        stop = train_on_cluster(names, scale, per_notebook, options, args.no_wait, args.collect)
+        if stop is not None:
+            return stop
+        what = f"{options.jobs} {options.executor} jobs" if options is not None else f"jobs of {args.collect}"
+        jobs = [Outcome(f"training: {what}", time.perf_counter() - started)]
+    elif not args.train and not NotebookParameters(scale=scale).training:  # draw from the committed results only
         plan = drawable(names, scale)
         if not plan:
             print(nothing_stored_text(scale), file=sys.stderr)
@@ -353,7 +452,7 @@ def main(argv: list[str] | None = None) -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
     print(f"figures go to {figures_dir}, executed notebooks to {out_dir}", flush=True)
 
-    outcomes = regenerate(names, scale, per_notebook, out_dir, figures_dir)
+    outcomes = jobs + regenerate(names, scale, per_notebook, out_dir, figures_dir)
     if set(names) == set(notebook_names()):
         written = f"written to {write_timings(outcomes, scale, figures_dir).name}"
     else:  # a subset's times would replace the whole run's

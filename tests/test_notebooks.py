@@ -116,6 +116,11 @@ def test_notebook_parameters_reject_misspelt_names_and_bad_values():
         (["lenet", "--scale", "smoke"], "unknown notebook(s) lenet; notebooks: lenet_mnist"),
         (["--scale", "smoke", "-p", "trails", "3"], "unknown notebook parameter(s) 'trails'; parameters are:"),
         (["--scale", "smoke", "-p", "networks", "vgg"], "unknown network 'vgg'"),
+        (["--scale", "smoke", "--jobs", "2"], "need --executor"),
+        (["--scale", "smoke", "--executor", "local", "--no-wait"], "--no-wait needs --executor slurm"),
+        (["--scale", "smoke", "--executor", "local", "--jobs", "0"], "jobs must be at least 1"),
+        (["--scale", "smoke", "--executor", "local", "--gpus-per-job", "1"], "SLURM options"),
+        (["--scale", "smoke", "--executor", "local", "--collect", "x"], "give it without --executor"),
     ],
 )
 def test_regenerate_refuses_bad_requests_before_running_anything(argv, message, capsys):
@@ -224,7 +229,7 @@ def test_only_a_full_regeneration_at_the_committed_scale_writes_into_figures(arg
 
     argv, folder = [a.format(tmp=tmp_path) for a in argv], folder.format(tmp=tmp_path)
     if not argv and regenerate.default_scale() != "cpu":
-        pytest.skip("a GPU is present: the default scale is paper")
+        pytest.skip(f"the default scale here is {regenerate.default_scale()!r}, not cpu (a GPU, or LTH_SCALE)")
     seen = []
     monkeypatch.setattr(regenerate, "regenerate", lambda names, scale, params, out, figures: seen.append(figures) or [])
     monkeypatch.setattr(regenerate, "write_timings", lambda outcomes, scale, figures: figures / "timings.md")

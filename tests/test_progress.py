@@ -45,7 +45,7 @@ def test_no_bar_when_everything_comes_from_the_store(synthetic, tmp_path, capsys
     run(exp, synthetic, results_root=tmp_path, progress=False)
     capsys.readouterr()
     if not stored:
-        for level in tmp_path.glob("*/level_001.json"):
+        for level in tmp_path.glob("*/trial_*/level_001.json"):
             level.unlink()
     run(exp, synthetic, results_root=tmp_path, progress=True)
     out = capsys.readouterr().out

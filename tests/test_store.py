@@ -84,7 +84,7 @@ def _run_child(results_root: Path, kill_after_evaluations: int | None = None) ->
 
 def _stored(results_root: Path) -> tuple[list[dict], pd.DataFrame]:
     [directory] = [d for d in results_root.iterdir() if d.is_dir()]
-    levels = [json.loads(p.read_text())["records"] for p in sorted(directory.glob("level_*.json"))]
+    levels = [json.loads(p.read_text())["records"] for p in sorted(directory.glob("trial_*/level_*.json"))]
     return levels, pd.read_csv(directory / "records.csv")
 
 
@@ -93,7 +93,8 @@ def test_a_run_killed_mid_round_resumes_to_exactly_the_uninterrupted_results(tmp
     # 4 evaluations per level (iterations 0, 10, 20, 30): the 10th is inside level 2.
     assert _run_child(tmp_path / "killed", kill_after_evaluations=10) == -signal.SIGKILL
     [directory] = list((tmp_path / "killed").iterdir())
-    assert sorted(p.name for p in directory.glob("level_*.json")) == ["level_000.json", "level_001.json"]
+    finished = sorted(str(p.relative_to(directory)) for p in directory.glob("trial_*/level_*.json"))
+    assert finished == [f"trial_{t}/level_00{level}.json" for t in (0, 1) for level in (0, 1)]
     assert not (directory / "records.csv").exists()
     assert _run_child(tmp_path / "killed") == 0
     whole, killed = _stored(tmp_path / "whole"), _stored(tmp_path / "killed")
@@ -137,7 +138,7 @@ def test_a_finished_experiment_reruns_without_training(finished, tmp_path, synth
 def test_a_corrupted_level_is_redone_with_what_follows_it(finished, tmp_path, synthetic, monkeypatch, damage):
     exp, first = finished
     directory = first.directory
-    tensors, record = directory / "level_002.pt", directory / "level_002.json"
+    tensors, record = directory / "trial_1" / "level_002.pt", directory / "trial_1" / "level_002.json"
     if damage == "truncate_tensors":
         tensors.write_bytes(tensors.read_bytes()[:100])
     elif damage == "garble_json":
@@ -145,9 +146,10 @@ def test_a_corrupted_level_is_redone_with_what_follows_it(finished, tmp_path, sy
     else:
         record.unlink()
     assert load_level(directory, 2) is None
+    assert load_level(directory, 2, trials=[0]) is not None  # the other trial's files are intact
     calls = _count_training(monkeypatch)
     again = run(exp, synthetic, results_root=tmp_path, progress=False)
-    assert len(calls) == 2  # levels 2 and 3 (3 depends on 2); 0 and 1 reused
+    assert len(calls) == 2  # levels 2 and 3 of the one group of both trials (3 depends on 2); 0 and 1 reused
     assert again.records == first.records
     assert load_level(directory, 2) is not None
 
@@ -167,7 +169,11 @@ def test_the_store_layout_is_tidy_and_self_describing(finished, tmp_path):
     assert set(records.kind) == {"ticket", "reinit"}
     curves = pd.read_csv(directory / "curves.csv")
     assert len(curves) == len(records) * 4
-    assert not [p for p in directory.iterdir() if p.name.startswith(".")]  # no temporary leftovers
+    assert {p.name for p in directory.iterdir() if p.is_dir()} == {"trial_0", "trial_1"}
+    assert sorted(p.name for p in (directory / "trial_1").iterdir()) == sorted(
+        [f"level_00{level}.{ext}" for level in range(4) for ext in ("json", "pt")] + ["lock"]
+    )
+    assert not [p for p in directory.rglob(".*")]  # no temporary leftovers
 
 
 def test_an_unwritable_results_root_fails_before_training(tmp_path, synthetic, monkeypatch):

@@ -1,0 +1,214 @@
+"""Beyond one machine: the experiments' trials as jobs on a SLURM cluster, or as local
+processes, through submitit (`pip install -e ".[cluster]"`).
+
+    python -m lth_lib.regenerate --executor slurm --partition gpu --jobs 10 --time 240
+    python -m lth_lib.regenerate --executor local --jobs 2 --scale smoke
+
+The work is cut into units: one group of trials of one experiment (`lottery.trial_groups`
+on the jobs' device), which trains alone to exactly the numbers a run of the whole
+experiment gives on that machine. The units of every experiment the notebooks draw are
+dealt to `--jobs` jobs, balanced by their training iterations; each job trains its units
+in turn (`lottery.train_trials`) into one results root, which must be on a filesystem
+that every node sees and that supports file locks. A job that times out or is pre-empted
+is checkpointed and requeued by submitit (up to 3 times), and resumes from the store:
+every finished level is kept. A failed job is reported with its log; running the same
+command again resumes. When the jobs are done, the notebooks run as usual and draw from
+the filled store.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from lth_lib.lottery import default_max_members, level_size, train_trials, trial_groups
+from lth_lib.models import multiply_adds
+from lth_lib.protocol import Experiment
+
+EXECUTORS = ("local", "slurm")
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One group of trials of one experiment: what a job trains at a time."""
+
+    experiment: Experiment
+    trials: tuple[int, ...]
+    max_members: int  # networks at once, which fixes the group (`lottery.trial_groups`)
+
+    @property
+    def cost(self) -> int:
+        """Multiply-adds of its training's forward passes (evaluation left out): what `deal` balances."""
+        exp, trials = self.experiment, len(self.trials)
+        steps = sum(
+            level_size(exp, level, trials) * (exp.training.iterations - (level and exp.pruning.rewind_iteration))
+            for level in range(exp.pruning.rounds + 1)
+        )
+        return steps * exp.training.batch_size * multiply_adds(exp.network)
+
+    def __str__(self) -> str:
+        exp = self.experiment
+        trials = ",".join(map(str, self.trials))
+        return f"{exp.network} {exp.pruning.strategy} {exp.identity()} trial{'s' if len(self.trials) > 1 else ''} {trials}"
+
+
+@dataclass(frozen=True)
+class Options:
+    """Where and how the jobs run (`python -m lth_lib.regenerate --help`)."""
+
+    executor: str = "local"  # "local" (processes on this machine) or "slurm"
+    jobs: int = 2  # how many jobs the units are dealt to
+    folder: Path = Path("out/jobs")  # submitit's pickles and each job's logs
+    partition: str | None = None  # SLURM partition (None: the cluster's default)
+    gpus_per_job: int = 0  # SLURM GPUs per job (0: the jobs train on CPUs)
+    cpus_per_job: int | None = None  # torch threads (SLURM: cores) per job (None: see `threads`)
+    time_min: int = 24 * 60  # each job's time limit; a job past it is requeued and resumes
+
+    def __post_init__(self) -> None:
+        if self.executor not in EXECUTORS:
+            raise ValueError(f"unknown executor {self.executor!r}; choose one of: {', '.join(EXECUTORS)}")
+        for name in ("jobs", "time_min"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.gpus_per_job < 0 or (self.cpus_per_job is not None and self.cpus_per_job < 1):
+            raise ValueError("gpus_per_job must be at least 0 and cpus_per_job at least 1")
+        if self.executor == "local" and (self.partition or self.gpus_per_job):
+            raise ValueError("a partition and GPUs per job are SLURM options: use them with the slurm executor")
+
+    @property
+    def device(self) -> str:
+        """Where the jobs train."""
+        return "cuda" if self.gpus_per_job else "cpu"
+
+    @property
+    def threads(self) -> int:
+        """Torch threads per job: `cpus_per_job`, else locally as many as one process here uses
+        (so a job's float rounding, which for Conv depends on the thread count, is a serial
+        run's), on SLURM 1."""
+        if self.cpus_per_job is not None:
+            return self.cpus_per_job
+        if self.executor == "local":
+            import torch
+
+            return torch.get_num_threads()
+        return 1
+
+
+def units(experiments: list[Experiment], device: str) -> list[Unit]:
+    """Every trial group of `experiments` (each experiment once) as trained on `device`."""
+    out, seen = [], set()
+    for exp in experiments:
+        if exp.identity() in seen:
+            continue
+        seen.add(exp.identity())
+        max_members = default_max_members(exp.network, device)
+        out += [Unit(exp, tuple(group), max_members) for group in trial_groups(exp, max_members)]
+    return out
+
+
+def deal(work: list[Unit], jobs: int) -> list[list[Unit]]:
+    """`work` dealt to at most `jobs` jobs, the costliest units first, each to the job with
+    the least work so far; each job's units in `work`'s order (no job left empty)."""
+    loads: list[list[Unit]] = [[] for _ in range(min(jobs, len(work)))]
+    for unit in sorted(work, key=lambda u: -u.cost):
+        min(loads, key=lambda units: sum(u.cost for u in units)).append(unit)
+    return [sorted(units, key=work.index) for units in loads]
+
+
+class TrainUnits:
+    """A job: train its units in turn into the results store. submitit calls `checkpoint`
+    when the job is about to time out or is pre-empted and requeues what it returns: the
+    same units, which resume from the store."""
+
+    def __init__(self, units: list[Unit], data_root: str | None, results_root: str, device: str, threads: int,
+                 portable: str | None = None):  # fmt: skip
+        self.units, self.data_root, self.results_root, self.portable = units, data_root, results_root, portable
+        self.device, self.threads = device, threads
+
+    def __call__(self) -> list[str]:
+        import torch
+
+        torch.set_num_threads(self.threads)
+        for unit in self.units:
+            print(f"training {unit}", flush=True)
+            train_trials(unit.experiment, list(unit.trials), data_root=self.data_root, results_root=self.results_root,
+                         device=self.device, max_members=unit.max_members, progress=True,
+                         portable=self.portable)  # fmt: skip
+        return [str(unit) for unit in self.units]
+
+    def checkpoint(self):
+        import submitit
+
+        return submitit.helpers.DelayedSubmission(self)
+
+
+def slurm_parameters(options: Options) -> dict:
+    """submitit's SLURM parameters for `options`."""
+    parameters = {"time": options.time_min, "cpus_per_task": options.threads, "job_name": "lth"}
+    if options.partition:
+        parameters["partition"] = options.partition
+    if options.gpus_per_job:
+        parameters["gpus_per_node"] = options.gpus_per_job
+    return parameters
+
+
+def executor(options: Options):
+    """A submitit executor for `options`, its files in `options.folder`."""
+    try:
+        import submitit
+    except ImportError:
+        raise ImportError('--executor needs submitit: pip install -e ".[cluster]"') from None
+    if options.executor == "slurm":
+        ex = submitit.SlurmExecutor(folder=options.folder)
+        ex.update_parameters(**slurm_parameters(options))
+    else:
+        ex = submitit.LocalExecutor(folder=options.folder)
+        ex.update_parameters(timeout_min=options.time_min)
+    return ex
+
+
+def submit(work: list[Unit], options: Options, data_root: str | None, results_root: str,
+           portable: str | None = None) -> list:  # fmt: skip
+    """Submit `work` as `options.jobs` jobs (resuming from the portable store `portable` and
+    the results store, as `lottery.run` does); the submitit jobs, recorded in
+    `options.folder`/jobs.json for `collect`."""
+    ex = executor(options)
+    Path(options.folder).mkdir(parents=True, exist_ok=True)
+    dealt = deal(work, options.jobs)
+    jobs = [ex.submit(TrainUnits(units, data_root, results_root, options.device, options.threads, portable))
+            for units in dealt]  # fmt: skip
+    record = {"executor": options.executor, "jobs": [
+        {"job_id": job.job_id, "units": [str(u) for u in units]} for job, units in zip(jobs, dealt)
+    ]}  # fmt: skip
+    (Path(options.folder) / "jobs.json").write_text(json.dumps(record, indent=2))
+    return jobs
+
+
+def collect(folder: Path) -> list:
+    """The SLURM jobs that a submission without waiting recorded in `folder`."""
+    import submitit
+
+    record = json.loads((folder / "jobs.json").read_text())
+    if record["executor"] != "slurm":
+        raise ValueError(f"{folder} holds {record['executor']} jobs: only SLURM jobs outlive the command that started them")
+    return [submitit.SlurmJob(folder=folder, job_id=job["job_id"]) for job in record["jobs"]]
+
+
+def wait(jobs: list) -> list[str]:
+    """Wait for every job; a line per failed job, with its error and the log to read."""
+    failures = []
+    for job in jobs:
+        try:
+            job.result()
+        except Exception as error:  # noqa: BLE001 -- a job's failure of any kind is reported, not raised
+            failures.append(f"job {job.job_id} failed: {_reason(error)}; its log: {job.paths.stderr}")
+    return failures
+
+
+def _reason(error: Exception) -> str:
+    """The exception a job raised, from the traceback submitit reports, else its first line."""
+    raised = re.findall(r"^([A-Za-z_][\w.]*(?:Error|Exception|Interrupt)\b.*)$", str(error), re.MULTILINE)
+    return raised[-1] if raised else (str(error).strip().splitlines() or [type(error).__name__])[0]
+
