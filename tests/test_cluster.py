@@ -47,7 +47,7 @@ def test_a_job_interrupted_mid_level_is_requeued_and_resumes_to_the_same_numbers
     first = {p.name: p.stat().st_mtime_ns for p in (directory / "trial_0").glob("level_*.json")}
     # the signal SLURM (or the local controller) sends before a time limit or a pre-emption:
     # submitit checkpoints the job and requeues it
-    os.kill(_task_of(job._process.pid), signal.SIGUSR2)
+    os.kill(_task_of(tmp_path / "jobs"), signal.SIGUSR2)
     assert wait([job]) == []
     log = job.stdout() + job.stderr()
     assert "Requeued" in log or "requeued" in log, log[-3000:]
@@ -60,18 +60,18 @@ def test_a_job_interrupted_mid_level_is_requeued_and_resumes_to_the_same_numbers
     assert resumed.records == serial.records
 
 
-def _task_of(controller: int) -> int:
-    """The process that runs a local job's function: its controller's child (Linux)."""
+def _task_of(folder: Path) -> int:
+    """The process that runs a local job's function, its jobs folder being `folder` (Linux)."""
     if not Path("/proc").is_dir():
         pytest.skip("finding a local job's process needs /proc")
-    for stat in Path("/proc").glob("[0-9]*/stat"):
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
         try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
+            words = cmdline.read_bytes().split(b"\0")
         except OSError:
             continue
-        if int(fields[1]) == controller:
-            return int(stat.parent.name)
-    raise AssertionError(f"no process runs the job of controller {controller}")
+        if b"submitit.core._submit" in words and str(folder).encode() in words:
+            return int(cmdline.parent.name)
+    raise AssertionError(f"no process runs a job of {folder}")
 
 
 def test_a_failed_job_is_reported_with_its_log(tmp_path):
