@@ -47,6 +47,7 @@ from lth_lib.store import (
     Level,
     State,
     check_writable,
+    concatenated,
     experiment_dir,
     load_level,
     save_level,
@@ -268,13 +269,9 @@ def run(
         )
     if setup.directory is not None and train:
         write_tables(setup.directory, records)
-
-    def joined(parts: list[list | None]) -> list | None:
-        return None if any(p is None for p in parts) else [x for p in parts for x in p]
-
-    masks = {level: joined([w.masks[level] for w in walks]) for level in range(levels)}
-    return Results(exp, records, setup.directory, joined([w.theta0 for w in walks]), joined([w.start for w in walks]),
-                   joined([w.dense for w in walks]), masks)  # fmt: skip
+    masks = {level: concatenated([w.masks[level] for w in walks]) for level in range(levels)}
+    return Results(exp, records, setup.directory, concatenated([w.theta0 for w in walks]),
+                   concatenated([w.start for w in walks]), concatenated([w.dense for w in walks]), masks)  # fmt: skip
 
 
 def train_trials(

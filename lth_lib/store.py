@@ -125,8 +125,7 @@ class Level:
         `trained` is the one record where one job trained them all, else a summary."""
 
         def joined(name: str) -> list | None:
-            parts = [getattr(level, name) for level in levels]
-            return None if any(p is None for p in parts) else [x for p in parts for x in p]
+            return concatenated([getattr(level, name) for level in levels])
 
         records = [r for level in levels for r in level.records]
         return cls(records, joined("next_masks"), joined("dense"), joined("rewind"), _joined_training(levels))
@@ -143,6 +142,11 @@ class Level:
         masks = tensors.get("next_masks")
         return cls(records, None if masks is None else [unpack_mask(m) for m in masks],
                    tensors.get("dense"), tensors.get("rewind"), tensors.get("trained"))  # fmt: skip
+
+
+def concatenated(parts: list[list | None]) -> list | None:
+    """Per-trial lists of trial groups, one after another; None if any group lacks its list."""
+    return None if any(p is None for p in parts) else [x for p in parts for x in p]
 
 
 def _joined_training(levels: list[Level]) -> dict | None:
