@@ -68,11 +68,11 @@ import torch
 from torch import nn
 
 import lth_lib
-from lth_lib.data import data_root, validation_split
-from lth_lib.models import glorot_init
-from lth_lib.protocol import PAPER, paper_experiment
+from lth_lib.data import batch_indices, data_root, validation_split
+from lth_lib.models import glorot_init, layer_multiply_adds
+from lth_lib.protocol import NETWORKS, architecture, paper_experiment
 from lth_lib.pruning import dense_mask, magnitude_prune
-from lth_lib.train import Member, TrainStep, _batch_indices, float32_kernels
+from lth_lib.train import Member, TrainStep, float32_kernels
 
 BATCH = 60
 ENSEMBLES = (1, 5, 15)
@@ -83,25 +83,10 @@ HERE = Path(__file__).resolve().parent
 # --------------------------------------------------------------------------- FLOPs
 def forward_flops(name: str) -> tuple[int, int]:
     """(forward multiply-add FLOPs of one example, those of the first layer) for network
-    `name`, from the layer shapes: conv 2*Cin*9*Cout*H*W ('same' padding), fc 2*in*out."""
-    arch = lth_lib.protocol.architecture(name)
-    total, first = 0, None
-    channels, side = (arch.input_shape[0], arch.input_shape[-1])
-    for item in arch.conv:
-        if item == "pool":
-            side //= 2
-            continue
-        f = 2 * channels * 9 * int(item) * side * side
-        first = f if first is None else first
-        total += f
-        channels = int(item)
-    features = channels * side * side if arch.conv else arch.input_shape[0]
-    for width in arch.fc:
-        f = 2 * features * width
-        first = f if first is None else first
-        total += f
-        features = width
-    return total, first
+    `name`, counted on the network (`lth_lib.models.multiply_adds`): conv 2*Cin*k*k*Cout*H*W
+    ('same' padding), fc 2*in*out."""
+    per_layer = layer_multiply_adds(name)
+    return 2 * sum(per_layer.values()), 2 * next(iter(per_layer.values()))
 
 
 # --------------------------------------------------------------------------- timing
@@ -162,7 +147,7 @@ def reference_case(name: str, device: torch.device) -> Case:
         )  # fmt: skip
     model = model.to(device)
     loader = torch.utils.data.DataLoader(dataset, batch_size=BATCH, shuffle=True, drop_last=True)
-    optimizer = torch.optim.Adam(model.parameters(), lr=PAPER[name].lr)
+    optimizer = torch.optim.Adam(model.parameters(), lr=NETWORKS[name].lr)
     criterion = nn.CrossEntropyLoss()
     batches = iter(loader)
 
@@ -201,10 +186,10 @@ def lth_case(name: str, k: int, data: lth_lib.Dataset, device: torch.device, var
     members = pruned_members(name, k)
     x_all, y_all = data.train_x, data.train_y
     with float32_kernels():
-        step = TrainStep.build(name, members, PAPER[name].lr, device)
+        step = TrainStep.build(name, members, NETWORKS[name].lr, device)
         take = step.feeder(x_all, y_all, BATCH, graph=variant == "graph")
     train_idx = torch.stack([validation_split(len(data.train_x), m.data_seed)[0] for m in members])
-    batches = _batch_indices(train_idx, [m.data_seed for m in members], BATCH, 0, device)
+    batches = batch_indices(train_idx, [m.data_seed for m in members], BATCH, 0, device)
     tf32 = variant == "TF32"
 
     def run(n: int) -> None:
@@ -222,7 +207,7 @@ def lth_cases(name: str, data: lth_lib.Dataset, device: torch.device) -> list[Ca
     if device.type != "cuda":
         return [lth_case(name, k, data, device) for k in ENSEMBLES]
     variants = [(k, v) for k in (*ENSEMBLES, PAPER_LEVEL) for v in ("graph", "eager")]
-    if lth_lib.protocol.architecture(name).conv:
+    if architecture(name).convolutional:
         variants.append((PAPER_LEVEL, "TF32"))
     cases = []
     for k, variant in variants:
@@ -236,15 +221,15 @@ def lth_cases(name: str, data: lth_lib.Dataset, device: torch.device) -> list[Ca
 def graph_check(name: str, device: torch.device, k: int = PAPER_LEVEL, steps: int = 200) -> bool:
     """Train K members `steps` steps eagerly and as a replayed CUDA graph from the same start
     on the same batches; print the largest difference; whether it is within rounding."""
-    data = lth_lib.load_dataset(lth_lib.protocol.architecture(name).dataset, device=device)
+    data = lth_lib.load_dataset(architecture(name).dataset, device=device)
     members = pruned_members(name, k)
     train_idx = torch.stack([validation_split(len(data.train_x), m.data_seed)[0] for m in members])
     ends = []
     with float32_kernels():
         for graphed in (False, True):
-            step = TrainStep.build(name, members, PAPER[name].lr, device)
+            step = TrainStep.build(name, members, NETWORKS[name].lr, device)
             take = step.feeder(data.train_x, data.train_y, BATCH, graph=graphed)
-            batches = _batch_indices(train_idx, [m.data_seed for m in members], BATCH, 0, device)
+            batches = batch_indices(train_idx, [m.data_seed for m in members], BATCH, 0, device)
             for _ in range(steps):
                 take(next(batches))
             ends.append(torch.cat([p.detach().flatten() for p in step.params]))
@@ -312,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
     peak_cases = [matmul_case(n, device) for n in (512, 1024, 2048)]
     sections = []  # (name, [rows]), rows: (case, eq_mm case or None)
     for name in args.networks:
-        data = lth_lib.load_dataset(lth_lib.protocol.architecture(name).dataset, device=device)
+        data = lth_lib.load_dataset(architecture(name).dataset, device=device)
         ref = reference_case(name, device)
         ours = lth_cases(name, data, device)
         rows = []

@@ -4,9 +4,8 @@
     python -m lth_lib.advance --import OUT                               # back here: merge, then commit
     python -m lth_lib.advance --status                                   # what is stored, what is left
 
-Trains the experiments the notebooks draw (`lth_lib.protocol.experiments_in_order`: LeNet
-iterative, the LeNet one-shot sweep, Conv-2, Conv-4, Conv-6), each resumed from the
-portable store (`figures/data/paper/`, committed; out/data/<scale>/ at other scales) and
+Trains the experiments the notebooks draw (`queue`: in the order of `notebook.NOTEBOOKS`,
+those a portable store can resume), each resumed from the portable store (`figures/data/paper/`, committed; out/data/<scale>/ at other scales) and
 the results store, and stops cleanly before the budget runs out: a level that would not
 finish in time is stopped and dropped (every finished one is kept) and the next
 experiment's next level is tried in the time left. The newly finished
@@ -22,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
 import os
 import platform
 import signal
@@ -33,32 +31,46 @@ from pathlib import Path
 
 import torch
 
-from lth_lib.data import data_copy
-from lth_lib.lottery import (
-    OutOfTime,
-    default_max_members,
-    device_name,
-    job_iterations,
-    level_size,
-    plan,
-    run,
-    trial_groups,
-)
+from lth_lib.lottery import run
 from lth_lib.models import glorot_init
+from lth_lib.notebook import NOTEBOOKS, NotebookParameters
 from lth_lib.portable import (
     ExportError,
     export,
     import_export,
     portable_store,
+    resumable,
     stored_folders,
     stored_levels,
-    sync,
     training_times,
 )
-from lth_lib.protocol import SCALES, Experiment, architecture, check_scale, experiments_in_order
+from lth_lib.protocol import SCALES, Experiment, architecture, check_scale
 from lth_lib.pruning import dense_mask
-from lth_lib.store import experiment_dir
-from lth_lib.train import Member, TrainStep, float32_kernels
+from lth_lib.schedule import OutOfTime, default_max_members, job_iterations, level_size, plan, trial_groups
+from lth_lib.store import experiment_dir, located, sync
+from lth_lib.train import Member, TrainStep, default_device, device_name, float32_kernels
+
+
+def queue(scale: str) -> list[Experiment]:
+    """The experiments `advance` trains at `scale`, in order: every experiment the notebooks
+    draw with their default parameters (`notebook.NOTEBOOKS`, in its order), each once,
+    except those a portable store cannot resume from any level (`portable.resumable`:
+    Conv-2's one-shot sweep and its late-rewound tickets, whose dense and rewind weights are
+    too large to travel)."""
+    found: dict[str, Experiment] = {}
+    for name in NOTEBOOKS:
+        for drawn in NotebookParameters(name, scale).experiments().values():
+            found.update({exp.identity(): exp for exp in drawn.values() if exp.identity() not in found})
+    return [exp for exp in found.values() if resumable(exp)]
+
+
+def describe(exp: Experiment) -> str:
+    """An experiment of the queue in a few words: network, strategy, iterative tickets
+    without controls, dropout, rewind iteration."""
+    extras = ["tickets only"] * (exp.pruning.strategy == "iterative" and not exp.controls)
+    extras += [f"dropout {exp.training.dropout:g}"] * bool(exp.training.dropout)
+    extras += [f"k = {exp.pruning.rewind_iteration:,}"] * bool(exp.pruning.rewind_iteration)
+    return " ".join([exp.network, exp.pruning.strategy, *extras])
 
 
 def levels_stored(exp: Experiment, store: Path) -> int:
@@ -96,7 +108,7 @@ def work_left(scale: str, store: Path | None, device: str) -> list[dict]:
     """Per experiment of `scale`: levels stored, levels in all, and an estimate of the
     training time left on `device` (measured steps; evaluation not counted)."""
     rows, measured = [], {}
-    for exp in experiments_in_order(scale):
+    for exp in queue(scale):
         done = levels_stored(exp, store) if store is not None else 0
         max_members = default_max_members(exp.network, device)
         groups = [len(group) for group in trial_groups(exp, max_members)]
@@ -114,26 +126,25 @@ def work_left(scale: str, store: Path | None, device: str) -> list[dict]:
 
 def work_left_text(rows: list[dict], device: str) -> str:
     """`work_left` as a table, with the total."""
-    lines = [f"{'experiment':<24}{'levels stored':>15}{'time left on ' + device:>22}"]
+    lines = [f"{'experiment':<32}{'levels stored':>15}{'time left on ' + device:>22}"]
     for row in rows:
-        exp = row["experiment"]
-        lines.append(f"{exp.network + ' ' + exp.pruning.strategy:<24}{row['done']:>9} of {row['levels']:<3}"
+        lines.append(f"{describe(row['experiment']):<32}{row['done']:>9} of {row['levels']:<3}"
                      f"{_duration(row['seconds']):>22}")  # fmt: skip
-    lines.append(f"{'total':<24}{'':>15}{_duration(sum(r['seconds'] for r in rows)):>22}")
+    lines.append(f"{'total':<32}{'':>15}{_duration(sum(r['seconds'] for r in rows)):>22}")
     return "\n".join(lines)
 
 
 def training_times_text(scale: str, store: Path) -> str:
     """How long each stored level of `scale`'s experiments trained, and where: the time
     per level, as the store records it (levels trained together share one time)."""
-    lines = [f"{'experiment':<24}{'level':>6}{'networks':>10}{'seconds':>9}  device"]
-    for exp in experiments_in_order(scale):
+    lines = [f"{'experiment':<32}{'level':>6}{'networks':>10}{'seconds':>9}  device"]
+    for exp in queue(scale):
         for folder in stored_folders(exp, store).values():
             for level, trained in training_times(folder):
                 others = trained["levels_in_job"] - 1
                 together = f" (trained with {others} other level{'s' if others > 1 else ''})" if others else ""
                 lines.append(
-                    f"{exp.network + ' ' + exp.pruning.strategy:<24}{level:>6}{trained['networks']:>10}"
+                    f"{describe(exp):<32}{level:>6}{trained['networks']:>10}"
                     f"{trained['seconds']:>9.1f}  {trained['device']}, {trained['at_once']} at once, "
                     f"torch {trained['torch']}{together}"
                 )
@@ -158,31 +169,29 @@ def advance(
     end = (time.monotonic() if started is None else started) + budget
     margin = min(30.0, max(3.0, 0.05 * budget))  # to write and pack the results
     deadline = end - margin
-    finished: list[Path] = []
+    finished: list[Path] = []  # kept whatever happens
     stopped, exp, failed = None, None, False
     with _alarm(end - margin / 2):
         try:
-            for exp in experiments_in_order(scale):
+            for exp in queue(scale):
                 if dataset is not None and architecture(exp.network).dataset != dataset:
                     continue
                 if time.monotonic() >= deadline:
                     raise OutOfTime("the budget was spent before this experiment")
-                print(f"{exp.network} {exp.pruning.strategy}: {levels_stored(exp, store)} of "
-                      f"{exp.pruning.rounds + 1} levels stored", flush=True)  # fmt: skip
-                finished.append(experiment_dir(_located(exp, data_root), results_root))  # kept whatever happens
+                print(f"{describe(exp)}: {levels_stored(exp, store)} of {exp.pruning.rounds + 1} levels stored",
+                      flush=True)  # fmt: skip
+                finished.append(experiment_dir(located(exp, None, data_root, None, True), results_root))
                 try:
                     run(exp, data_root=data_root, results_root=results_root, device=device, portable=store,
                         deadline=deadline)  # fmt: skip
                 except OutOfTime as reason:  # its next level would not fit: a later experiment's may
-                    stopped = f"stopped at {exp.network} {exp.pruning.strategy}: {reason}"
+                    stopped = f"stopped at {describe(exp)}: {reason}"
                     print(f"{stopped}; going on with the next experiment", flush=True)
         except Exception as reason:  # noqa: BLE001 -- an error, too, keeps the levels finished before it
-            if not isinstance(reason, OutOfTime):
+            failed = not isinstance(reason, OutOfTime)
+            if failed:
                 traceback.print_exc()
-                failed = True
-            stopped = f"{'failed' if failed else 'stopped'}: {reason!r}"
-            if exp is not None:
-                stopped = f"{'failed' if failed else 'stopped'} at {exp.network} {exp.pruning.strategy}: {reason}"
+            stopped = f"{'failed' if failed else 'stopped'}{f' at {describe(exp)}' if exp else ''}: {reason}"
     written = [path for directory in finished if directory.is_dir() for path in sync(directory, store)]
     spent = time.monotonic() - (end - budget)
     print(f"{stopped or 'every experiment is complete'} ({spent:.0f} s of the {budget:.0f} s budget)", flush=True)
@@ -220,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     store = args.store or portable_store(args.scale)
     if store is None:
         parser.error("outside a checkout of the project, give the portable store with --store")
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = str(default_device(args.device))
     if args.import_dir is not None:
         try:
             added = import_export(args.import_dir, store)
@@ -247,11 +256,6 @@ def main(argv: list[str] | None = None) -> int:
         files = export(store, written, args.export, note)
         print(f"export: {len(files)} files in {args.export} ({sum(f.stat().st_size for f in files):,} bytes)")
     return status
-
-
-def _located(exp: Experiment, data_root: Path | None) -> Experiment:
-    """`exp` with the data copy `run` gives it."""
-    return dataclasses.replace(exp, data_copy=data_copy(architecture(exp.network).dataset, data_root))
 
 
 @contextlib.contextmanager

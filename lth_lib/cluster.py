@@ -4,7 +4,7 @@ processes, through submitit (`pip install -e ".[cluster]"`).
     python -m lth_lib.regenerate --executor slurm --partition gpu --jobs 10 --time 240
     python -m lth_lib.regenerate --executor local --jobs 2 --scale smoke
 
-The work is cut into units: one group of trials of one experiment (`lottery.trial_groups`
+The work is cut into units: one group of trials of one experiment (`schedule.trial_groups`
 on the jobs' device), which trains alone to exactly the numbers a run of the whole
 experiment gives on that machine. The units of every experiment the notebooks draw are
 dealt to `--jobs` jobs, balanced by their training iterations; each job trains its units
@@ -23,9 +23,10 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from lth_lib.lottery import default_max_members, level_size, train_trials, trial_groups
+from lth_lib.lottery import train_trials
 from lth_lib.models import multiply_adds
 from lth_lib.protocol import Experiment
+from lth_lib.schedule import default_max_members, first_iteration, level_size, trial_groups
 
 EXECUTORS = ("local", "slurm")
 
@@ -36,14 +37,14 @@ class Unit:
 
     experiment: Experiment
     trials: tuple[int, ...]
-    max_members: int  # networks at once, which fixes the group (`lottery.trial_groups`)
+    max_members: int  # networks at once, which fixes the group (`schedule.trial_groups`)
 
     @property
     def cost(self) -> int:
         """Multiply-adds of its training's forward passes (evaluation left out): what `deal` balances."""
         exp, trials = self.experiment, len(self.trials)
         steps = sum(
-            level_size(exp, level, trials) * (exp.training.iterations - (level and exp.pruning.rewind_iteration))
+            level_size(exp, level, trials) * (exp.training.iterations - first_iteration(exp, [level]))
             for level in range(exp.pruning.rounds + 1)
         )
         return steps * exp.training.batch_size * multiply_adds(exp.network)

@@ -1,4 +1,6 @@
-"""MNIST and CIFAR-10 as tensors on the training device, and the validation split.
+"""MNIST and CIFAR-10 as tensors on the training device, and which examples training
+uses when: each trial's validation split, the test examples every network is evaluated
+on, and each network's data order.
 
 Where the data comes from, in order: the `root` argument, the LTH_DATA environment
 variable (a relative one is taken from the project root, see `lth_lib.paths`), or
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import io
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -247,3 +250,30 @@ def describe(data: Dataset, seed: int = 0) -> str:
         f"{data.name} ({data.copy}): {len(train):,} training / {len(val):,} validation / "
         f"{len(data.test_x):,} test examples of shape {shape}"
     )
+
+
+def test_subset(n_test: int, examples: int | None) -> torch.Tensor:
+    """The test examples every network is evaluated on: all `n_test` (examples=None), else
+    the same random `examples` of them for every network, in order."""
+    return torch.randperm(n_test, generator=generator(0, "test-subset"))[:examples].sort().values
+
+
+def batch_indices(train_idx: torch.Tensor, seeds: list[int], batch: int, start: int, device: torch.device
+) -> Iterator[torch.Tensor]:
+    """Yield [K, batch] example indices: each member reshuffles its own split every epoch.
+
+    Batches that would straddle an epoch's end are dropped. Starting at `start` gives the
+    same batches as starting at 0 and skipping `start` of them.
+    """
+    gens = [generator(seed, "order") for seed in seeds]
+    per_epoch = train_idx.shape[1] // batch
+    epoch, offset = divmod(start, per_epoch)
+    for _ in range(epoch):
+        for g in gens:
+            torch.randperm(train_idx.shape[1], generator=g)
+    while True:
+        perm = torch.stack([row[torch.randperm(len(row), generator=g)] for row, g in zip(train_idx, gens)])
+        perm = perm[:, : per_epoch * batch].to(device).view(len(seeds), per_epoch, batch)
+        for step in range(offset, per_epoch):
+            yield perm[:, step]
+        offset = 0

@@ -5,8 +5,9 @@
 
 What the results store keeps decides what can be exported: every member's mask and its
 weights at the rewind point can be rebuilt (theta_0 from the seeds, theta_k and the masks
-from the store, the controls' inits and random masks from their seeds, as `level_job`
-builds them), but trained weights are kept only for each trial's dense network (level 0).
+from the store, the controls' inits and random masks from their seeds, as
+`lottery.level_members` builds them), but trained weights are kept only for each trial's
+dense network (level 0).
 """
 
 from __future__ import annotations
@@ -17,34 +18,12 @@ import torch
 from torch import nn
 from torch.nn.utils import prune
 
-from lth_lib.lottery import level_job
-from lth_lib.models import count_prunable, layer_sizes
-from lth_lib.protocol import architecture
+from lth_lib.lottery import Label, level_members
+from lth_lib.models import State, plain_network, weight_shapes
 from lth_lib.pruning import Mask
 from lth_lib.results import Results
 
 WEIGHTS = ("rewind", "trained")
-
-
-def plain_network(name: str) -> nn.Sequential:
-    """One member of network `name` as an unpruned `nn.Sequential` (PyTorch's default init):
-    3x3 'same' convs with ReLU and 2x2 max pools, a flatten in the (channel, height, width)
-    order `Network.forward` uses, then linear layers with ReLU between them."""
-    arch, sizes = architecture(name), layer_sizes(name)
-    convs = iter(size for layer, size in sizes.items() if layer.startswith("conv"))
-    layers: list[nn.Module] = []
-    for item in arch.conv:
-        if item == "pool":
-            layers.append(nn.MaxPool2d(2))
-        else:
-            inputs, outputs = next(convs)
-            layers += [nn.Conv2d(inputs, outputs, 3, padding=1), nn.ReLU()]
-    if arch.conv:
-        layers.append(nn.Flatten())
-    for layer, (inputs, outputs) in sizes.items():
-        if layer.startswith("fc"):
-            layers += [nn.Linear(inputs, outputs), nn.ReLU()]
-    return nn.Sequential(*layers[:-1])
 
 
 def export_ticket(
@@ -67,12 +46,13 @@ def export_ticket(
     control's fresh init), at any level; or "trained", the trained dense network, stored
     for level 0 only. finalize: remove the masks (`prune.remove`), leaving plain weights
     and a state dict that loads into `plain_network`. Raises ValueError naming the valid
-    values when the store does not keep what is asked for."""
+    values for a wrong request, and `NotKeptError` saying why for what the store does not
+    keep."""
     state, mask = _member(results, level, trial, kind, control, weights)
     network = plain_network(results.experiment.network)
     layers = [m for m in network if isinstance(m, (nn.Conv2d, nn.Linear))]
     with torch.no_grad():  # the masked weight that pruning caches on a layer stays a graph leaf
-        for name, layer in zip(count_prunable(results.experiment.network), layers):
+        for name, layer in zip(weight_shapes(results.experiment.network), layers):
             layer.weight.copy_(state[f"layers.{name}.weight"] * mask[name])
             layer.bias.copy_(state[f"layers.{name}.bias"])
             prune.custom_from_mask(layer, "weight", mask[name])
@@ -90,11 +70,9 @@ def _release_masked_weight(layer: nn.Module, inputs: tuple, output: torch.Tensor
         layer.weight = layer.weight.detach()
 
 
-def _member(
-    results: Results, level: int, trial: int, kind: str, control: int, weights: str
-) -> tuple[dict, Mask]:
-    """The state (Network member names) and mask to export, after checking that the store
-    keeps them."""
+def _member(results: Results, level: int, trial: int, kind: str, control: int, weights: str) -> tuple[State, Mask]:
+    """The state (Network member names) and mask to export, after checking that they are
+    asked for rightly (what the store does not keep raises `results.NotKeptError`)."""
     exp = results.experiment
     _check("weights", weights, WEIGHTS)
     _check("level", level, sorted(results.masks))
@@ -108,25 +86,9 @@ def _member(
                 "kind='ticket'); pruned levels and controls keep their masks and records, not their trained "
                 "weights: use weights='rewind' to export this network to retrain"
             )
-        if results.dense_weights is None:
-            raise ValueError(
-                "these results do not keep the trained dense weights (a portable store keeps them only when small)"
-            )
-    masks = results.masks[level]
-    if masks is None:
-        raise ValueError(
-            f"these results do not keep the masks of level {level} (a portable store keeps large ones "
-            "only at its last level)"
-        )
-    if weights == "trained":
-        return results.dense_weights[trial], masks[trial]
-    if results.rewind_weights is None:
-        raise ValueError(
-            f"these results do not keep the weights at the rewind iteration {exp.pruning.rewind_iteration} "
-            "(a portable store keeps them only when small)"
-        )
-    job = level_job(exp, level, masks, results.rewind_weights)
-    member = job.members[job.labels.index((kind, trial, level, control))]
+        return results.dense_weights[trial], results.masks[level][trial]
+    members = dict(level_members(exp, level, [results.masks[level][trial]], [results.rewind_weights[trial]], [trial]))
+    member = members[Label(kind, trial, level, control)]
     return member.weights, member.mask
 
 

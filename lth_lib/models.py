@@ -1,34 +1,56 @@
-"""The paper's networks (LeNet-300-100, Conv-2/4/6), built by name.
+"""The networks, built from their architectures (`lth_lib.protocol.NETWORKS`).
 
 Every network holds a *stack* of K independent members: each weight has a leading
 member dimension, fully connected layers run as one batched matmul and conv layers as
 one grouped convolution. K = 1 is an ordinary single network; K > 1 trains the trials
 and controls of a pruning round as one job (see `lth_lib.train`).
+
+A network is described once, by its `Architecture`; what else is known about it (its
+parameters' shapes, weights per layer, multiply-adds, a plain PyTorch copy) is read off
+the module built from it: one member built on the meta device, which costs no memory.
 """
 
 from __future__ import annotations
+
+import functools
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lth_lib.protocol import architecture
+from lth_lib.protocol import Architecture, Conv, Dense, Pool, architecture
 from lth_lib.seeding import generator
+
+State = dict[str, torch.Tensor]  # one member's parameters, named as `Network.named_parameters()` names them
+WEIGHT = "layers.{}.weight"  # the name of a layer's weight in a State (and in `Network.named_parameters()`)
 
 
 class StackedConv(nn.Module):
-    """K independent 3x3 'same' convolutions run as one grouped convolution."""
+    """K independent 'same' convolutions (odd square kernels) run as one grouped convolution."""
 
-    def __init__(self, members: int, in_channels: int, out_channels: int):
+    def __init__(self, members: int, in_channels: int, out_channels: int, kernel: int = 3):
         super().__init__()
-        self.weight = nn.Parameter(torch.zeros(members, out_channels, in_channels, 3, 3))
+        self.weight = nn.Parameter(torch.zeros(members, out_channels, in_channels, kernel, kernel))
         self.bias = nn.Parameter(torch.zeros(members, out_channels))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: [B, K*C, H, W]
-        k, out, inp = self.weight.shape[:3]
+        members, out, inputs, kernel = self.weight.shape[:4]
         return F.conv2d(
-            x, self.weight.view(k * out, inp, 3, 3), self.bias.view(k * out), padding=1, groups=k
-        )
+            x, self.weight.view(members * out, inputs, kernel, kernel), self.bias.view(members * out),
+            padding=kernel // 2, groups=members,
+        )  # fmt: skip
+
+
+class StackedPool(nn.Module):
+    """Max pooling of every member's channels at once."""
+
+    def __init__(self, size: int = 2):
+        super().__init__()
+        self.size = size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: [B, K*C, H, W]
+        return F.max_pool2d(x, self.size)
 
 
 class StackedLinear(nn.Module):
@@ -82,100 +104,124 @@ class Network(nn.Module):
         super().__init__()
         if members < 1:
             raise ValueError(f"members must be at least 1, got {members}")
-        self.name = name
-        self.arch = architecture(name)
-        self.members = members
-        self.layers = nn.ModuleDict(
-            {
-                layer: (StackedConv if layer.startswith("conv") else StackedLinear)(members, inputs, outputs)
-                for layer, (inputs, outputs) in layer_sizes(name).items()
-            }
-        )
+        self.name, self.arch, self.members = name, architecture(name), members
+        # each layer as a stacked module, named as `Architecture.named_layers` names it; the
+        # sizes follow the input through the layers
+        channels, side = self.arch.input_shape[0], self.arch.input_shape[-1]
+        features = channels * side * side if self.arch.convolutional else self.arch.input_shape[0]
+        self.layers = nn.ModuleDict()
+        for layer_name, layer in self.arch.named_layers.items():
+            if isinstance(layer, Conv):
+                self.layers[layer_name] = StackedConv(members, channels, layer.channels, layer.kernel)
+                channels = layer.channels
+            elif isinstance(layer, Pool):
+                self.layers[layer_name], side = StackedPool(layer.size), side // layer.size
+            else:
+                self.layers[layer_name], features = StackedLinear(members, features, layer.features), layer.features
+            if not isinstance(layer, Dense):
+                features = channels * side * side
 
     def prunable(self) -> dict[str, nn.Parameter]:
         """The prunable weights by layer name (biases are never pruned)."""
-        return {name: layer.weight for name, layer in self.layers.items()}
+        return {name: layer.weight for name, layer in self.layers.items() if not isinstance(layer, StackedPool)}
 
     def forward(self, x: torch.Tensor, dropout: Dropout | None = None) -> torch.Tensor:
         """Logits [K, B, classes]; `dropout` (training only) drops hidden fc units."""
-        k = self.members
+        members = self.members
         if x.dim() == len(self.arch.input_shape) + 1:  # one input batch shared by all members
-            x = x.unsqueeze(0).expand(k, *x.shape)
+            x = x.unsqueeze(0).expand(members, *x.shape)
         batch = x.shape[1]
-        if self.arch.conv:
+        layers = list(self.layers.values())
+        dense = [layer for layer in layers if isinstance(layer, StackedLinear)]
+        if self.arch.convolutional:
             channels, *spatial = self.arch.input_shape
-            x = x.transpose(0, 1).reshape(batch, k * channels, *spatial)
-            layers = iter(self.layers.values())
-            for item in self.arch.conv:
-                x = F.max_pool2d(x, 2) if item == "pool" else F.relu(next(layers)(x))
-            x = x.view(batch, k, -1).transpose(0, 1)
-        fc = [layer for name, layer in self.layers.items() if name.startswith("fc")]
-        for index, layer in enumerate(fc[:-1]):
+            x = x.transpose(0, 1).reshape(batch, members * channels, *spatial)
+            for layer in layers[: len(layers) - len(dense)]:
+                x = F.relu(layer(x)) if isinstance(layer, StackedConv) else layer(x)
+            x = x.view(batch, members, -1).transpose(0, 1)
+        for index, layer in enumerate(dense[:-1]):
             x = F.relu(layer(x))
             if dropout is not None:
                 x = dropout(index, x)
-        return fc[-1](x)
-
-    def member_state(self, k: int) -> dict[str, torch.Tensor]:
-        """Member k's parameters as a {name: tensor} copy, without the member dimension."""
-        return {name: p[k].detach().clone() for name, p in self.named_parameters()}
+        return dense[-1](x)
 
     @torch.no_grad()
-    def load_members(self, states: list[dict[str, torch.Tensor]]) -> None:
-        """Set member k's parameters from `states[k]` (as returned by `member_state`)."""
+    def load_members(self, states: list[State]) -> None:
+        """Set member k's parameters from `states[k]`."""
         if len(states) != self.members:
             raise ValueError(f"need {self.members} member states, got {len(states)}")
         for name, p in self.named_parameters():
             p.copy_(torch.stack([s[name] for s in states]).to(p.device))
 
 
-def layer_sizes(name: str) -> dict[str, tuple[int, int]]:
-    """(inputs, outputs) of each weight layer of network `name`: channels of a conv layer,
-    features of a fully connected one."""
-    arch = architecture(name)
-    sizes, channels, side = {}, arch.input_shape[0], arch.input_shape[-1]
-    convs = iter(layer for layer in arch.layers if layer.startswith("conv"))
-    for item in arch.conv:
-        if item == "pool":
-            side //= 2
-        else:
-            sizes[next(convs)], channels = (channels, int(item)), int(item)
-    features = channels * side * side if arch.conv else arch.input_shape[0]
-    for index, width in enumerate(arch.fc, start=1):
-        sizes[f"fc{index}"], features = (features, width), width
-    return sizes
+@functools.cache
+def _blueprint(name: str, arch: Architecture) -> Network:
+    """One member of network `name` on the meta device: its shapes, no memory. Cached by
+    architecture too, so a network registered again under the same name is built anew."""
+    with torch.device("meta"):
+        return Network(name)
 
 
-def multiply_adds(name: str) -> int:
-    """Multiply-adds of one forward pass of one example through network `name` (dense; the
-    3x3 convolutions keep the image's size): a measure of its training's cost."""
-    arch, side, total = architecture(name), architecture(name).input_shape[-1], 0
-    sizes = iter(layer_sizes(name).values())
-    for item in arch.conv:
-        if item == "pool":
-            side //= 2
-        else:
-            inputs, outputs = next(sizes)
-            total += inputs * outputs * 9 * side * side
-    return total + sum(inputs * outputs for inputs, outputs in sizes)
+def blueprint(name: str) -> Network:
+    """One member of network `name` to read shapes off (on the meta device: no values)."""
+    return _blueprint(name, architecture(name))
 
 
 def parameter_shapes(name: str) -> dict[str, torch.Size]:
     """One member's parameter shapes, named as `Network(name).named_parameters()` names them."""
-    shapes = {}
-    for layer, (inputs, outputs) in layer_sizes(name).items():
-        kernel = (3, 3) if layer.startswith("conv") else ()
-        shapes[f"layers.{layer}.weight"] = torch.Size((outputs, inputs, *kernel))
-        shapes[f"layers.{layer}.bias"] = torch.Size((outputs,))
-    return shapes
+    return {key: p.shape[1:] for key, p in blueprint(name).named_parameters()}
 
 
-def glorot_init(name: str, seed: int) -> dict[str, torch.Tensor]:
+def weight_shapes(name: str) -> dict[str, torch.Size]:
+    """The shape of one member's prunable weight in each layer of network `name`, by layer name."""
+    return {layer: weight.shape[1:] for layer, weight in blueprint(name).prunable().items()}
+
+
+def count_prunable(name: str) -> dict[str, int]:
+    """Prunable weights per layer of one member of network `name`."""
+    return {layer: shape.numel() for layer, shape in weight_shapes(name).items()}
+
+
+def layer_weights(name: str, state: State) -> State:
+    """The prunable weights of a member state of network `name`, by layer name."""
+    return {layer: state[WEIGHT.format(layer)] for layer in weight_shapes(name)}
+
+
+def layer_multiply_adds(name: str) -> dict[str, int]:
+    """Multiply-adds of one forward pass of one example through each weight layer of
+    network `name` (dense, biases left out), counted on the meta device: a measure of its
+    training's cost."""
+    network, counts = blueprint(name), {}
+    weighted = {layer: module for layer, module in network.layers.items() if not isinstance(module, StackedPool)}
+
+    def counter(layer: str) -> Callable:
+        def count(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+            # each output value (one member, one example) takes a multiply-add per weight of its filter or row
+            counts[layer] = output.numel() * module.weight[0, 0].numel()
+
+        return count
+
+    hooks = [module.register_forward_hook(counter(layer)) for layer, module in weighted.items()]
+    try:
+        network(torch.zeros(1, 1, *network.arch.input_shape, device="meta"))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return {layer: counts[layer] for layer in weighted}
+
+
+def multiply_adds(name: str) -> int:
+    """Multiply-adds of one forward pass of one example through network `name`
+    (`layer_multiply_adds`, summed)."""
+    return sum(layer_multiply_adds(name).values())
+
+
+def glorot_init(name: str, seed: int) -> State:
     """One member of network `name`'s initial parameters: Xavier-normal weights, zero
     biases, from `seed`."""
-    g = generator(seed, "init")
+    shapes, g = parameter_shapes(name), generator(seed, "init")
     state = {}
-    for key, shape in parameter_shapes(name).items():
+    for key, shape in shapes.items():
         if key.endswith("weight"):
             receptive = shape[2:].numel() if len(shape) > 2 else 1
             fan_in, fan_out = shape[1] * receptive, shape[0] * receptive
@@ -186,6 +232,21 @@ def glorot_init(name: str, seed: int) -> dict[str, torch.Tensor]:
     return state
 
 
-def count_prunable(name: str) -> dict[str, int]:
-    """Prunable weights per layer of one member of network `name`."""
-    return {key.split(".")[1]: shape.numel() for key, shape in parameter_shapes(name).items() if key.endswith("weight")}
+def plain_network(name: str) -> nn.Sequential:
+    """One member of network `name` as an unpruned `nn.Sequential` (PyTorch's default init):
+    'same' convolutions with ReLU and max pools, a flatten in the (channel, height, width)
+    order `Network.forward` uses, then linear layers with ReLU between them."""
+    arch, shapes = architecture(name), parameter_shapes(name)
+    layers: list[nn.Module] = []
+    for layer_name, layer in arch.named_layers.items():
+        if isinstance(layer, Pool):
+            layers.append(nn.MaxPool2d(layer.size))
+            continue
+        out, inputs, *kernel = shapes[WEIGHT.format(layer_name)]
+        if isinstance(layer, Conv):
+            layers += [nn.Conv2d(inputs, out, kernel[0], padding=kernel[0] // 2), nn.ReLU()]
+        else:
+            if arch.convolutional and not any(isinstance(m, nn.Flatten) for m in layers):
+                layers.append(nn.Flatten())
+            layers += [nn.Linear(inputs, out), nn.ReLU()]
+    return nn.Sequential(*layers[:-1])

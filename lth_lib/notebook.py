@@ -1,32 +1,42 @@
-"""Notebook glue: the parameters every notebook takes, validated before any work starts.
+"""The notebooks: what each one draws, and the parameters every one takes.
 
-A notebook's `parameters` cell sets some of `NotebookParameters`' fields (papermill
-injects others); `notebook_parameters(globals())` reads them, rejecting unknown names
-(papermill only warns about them) and bad values. `NotebookParameters` turns them into
-the experiments (`lth_lib.protocol`) and runs (`lth_lib.lottery.run`) the notebooks draw.
+`NOTEBOOKS` is the one registry of what each notebook draws with its default parameters:
+its networks, and per network the experiments it shows, by the labels of `DRAWINGS`.
+`regenerate` runs the notebooks in its order, `advance` trains its experiments in that
+order, the cluster's jobs train what it lists, and each notebook asks it for its own
+networks and experiments (`NotebookParameters.experiments`).
+
+A notebook's `parameters` cell sets some parameters (papermill injects others);
+`notebook_parameters(globals(), name)` reads them, rejecting unknown names (papermill
+only warns about them) and bad values before any work starts. The parameters are the
+fields of `NotebookParameters` and every field of an experiment (`protocol.PARAMETERS`:
+`-p conv_rate 0.2`, `-p lr 1e-3`), except those that the notebook's drawings themselves
+set (`DRAWN`): a protocol parameter applies to every experiment the notebook draws, and
+None means "the scale's value".
 """
 
 from __future__ import annotations
 
 import dataclasses
 import types
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
-
-import torch
 
 from lth_lib.data import Dataset, load_dataset
 from lth_lib.paths import project_path
 from lth_lib.protocol import (
+    CONTROLS,
     DROPOUT,
-    PAPER,
+    NETWORKS,
+    PARAMETERS,
     Experiment,
     architecture,
+    check_parameters,
     check_scale,
     default_rewind_iterations,
     default_scale,
-    iterative_experiment,
-    oneshot_experiment,
+    paper_experiment,
     scaled_experiment,
 )
 
@@ -36,19 +46,44 @@ COMMITTED_FIGURES = {"cpu": "figures", "paper": "figures/paper"}
 
 
 @dataclass(frozen=True)
+class Draws:
+    """What one notebook draws with its default parameters."""
+
+    networks: tuple[str, ...]  # its networks, unless its `networks` parameter names others
+    drawings: tuple[str, ...]  # per network, keys of DRAWINGS, in the order it shows them
+
+
+# What each notebook draws, in the order `regenerate` runs them (a later notebook reuses the
+# runs an earlier one stored) and `advance` trains their experiments.
+NOTEBOOKS: dict[str, Draws] = {
+    "lenet_mnist": Draws(("lenet300",), ("iterative",)),
+    "conv_cifar10": Draws(("conv2", "conv4", "conv6"), ("iterative",)),
+    "oneshot_vs_iterative": Draws(("lenet300", "conv2"), ("iterative", "one-shot")),
+    "controls": Draws(("lenet300", "conv2"), ("iterative",)),
+    "weight_travel": Draws(("lenet300",), ("iterative",)),
+    "tickets": Draws(("lenet300", "conv2"), ("iterative",)),
+    "dropout": Draws(("conv2", "conv4", "conv6"), ("dropout", "no dropout")),
+    "rewinding": Draws(("lenet300", "conv2"), ("rewound",)),
+}
+# Fields of an experiment that the drawings set, so no parameter may: what each would do
+# instead.
+DRAWN = {
+    "strategy": "oneshot_vs_iterative draws both strategies",
+    "controls": "the drawings choose their controls",
+    "dropout": "the dropout notebook trains with and without it",
+    "rewind_iteration": "use rewind_iterations, the rewinding notebook's list of them",
+}
+
+
+@dataclass(frozen=True)
 class NotebookParameters:
-    """Every parameter a notebook may take (each notebook's `parameters` cell sets some).
+    """Every parameter a notebook may take, for one notebook (`notebook`, a key of
+    NOTEBOOKS; None: no notebook's defaults). `protocol` holds the experiment fields given
+    (`protocol.PARAMETERS`, e.g. {"trials": 3, "conv_rate": 0.2}); `of` takes them flat."""
 
-    None means "the scale's value".
-    """
-
+    notebook: str | None = None
     scale: str | None = None  # smoke, cpu or paper (None: `protocol.default_scale()`)
     networks: str = ""  # comma-separated networks, e.g. "conv2,conv4" ("": the notebook's own)
-    iterations: int | None = None
-    rounds: int | None = None
-    trials: int | None = None
-    control_trials: int | None = None
-    seed: int = 0
     # Folders; a relative one is taken from the project root, like LTH_DATA and LTH_RESULTS.
     data_root: str | None = None  # None: LTH_DATA, else torchvision's download
     results_root: str | None = None  # None: LTH_RESULTS, else results/ in the project
@@ -56,81 +91,85 @@ class NotebookParameters:
     train: bool | None = None  # None: train what is missing, except at paper scale without a GPU
     ticket_percent: float = 21.1  # weight travel, stability: the ticket nearest this percent remaining
     rewind_iterations: str = ""  # comma-separated iterations k to rewind to ("": the scale's)
+    protocol: Mapping[str, object] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, values: Mapping[str, object], notebook: str | None = None) -> NotebookParameters:
+        """Notebook `notebook`'s parameters from flat `values` (its globals, `-p` pairs):
+        unknown names are refused with the list of known ones; protocol fields set to None
+        are the scale's."""
+        check_parameter_names(values)
+        own = {name: value for name, value in values.items() if name in _OWN}
+        given = {name: value for name, value in values.items() if name not in _OWN and value is not None}
+        return cls(notebook, **own, protocol=given)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "scale", default_scale() if self.scale is None else check_scale(self.scale))
         for name in ("data_root", "results_root", "figures_dir"):
             if getattr(self, name) is not None:
                 object.__setattr__(self, name, str(project_path(getattr(self, name))))
+        if self.notebook is not None and self.notebook not in NOTEBOOKS:
+            raise ValueError(f"unknown notebook {self.notebook!r}; notebooks: {', '.join(NOTEBOOKS)}")
         for network in self.network_list:
-            if network not in PAPER:
-                raise ValueError(f"unknown network {network!r}; known: {', '.join(PAPER)}")
-        for name in ("iterations", "rounds", "trials", "control_trials"):
-            value = getattr(self, name)
-            if value is not None and (not isinstance(value, int) or value < 1):
-                raise ValueError(f"{name} must be a positive integer or None, got {value!r}")
+            if network not in NETWORKS:
+                raise ValueError(f"unknown network {network!r}; known: {', '.join(NETWORKS)}")
         if not all(k.strip().isdigit() for k in self.rewind_iterations.split(",") if k.strip()):
             raise ValueError(f"rewind_iterations must be comma-separated iterations, got {self.rewind_iterations!r}")
         if self.train is not None and not isinstance(self.train, bool):
             raise ValueError(f"train must be True, False or None, got {self.train!r}")
+        check_parameter_names(self.protocol)
+        check_parameters(self.protocol)
+        for network in self.network_list or NETWORKS:  # the ranges, as the dataclasses check them
+            paper_experiment(network, **self._protocol_for(network))
 
     @property
     def network_list(self) -> list[str]:
-        """`networks` as a list."""
-        return [n.strip() for n in self.networks.split(",") if n.strip()]
+        """`networks` as a list, else the notebook's own."""
+        given = [n.strip() for n in self.networks.split(",") if n.strip()]
+        return given or (list(NOTEBOOKS[self.notebook].networks) if self.notebook else [])
 
-    def experiment(self, network: str, make=scaled_experiment, **overrides) -> Experiment:
-        """`network`'s experiment at this scale (`make`: a `protocol` function of network and
-        scale), with `overrides` and this notebook's parameters, which win."""
-        mine = {n: getattr(self, n) for n in ("iterations", "rounds", "trials", "control_trials")}
-        mine = {n: v for n, v in mine.items() if v is not None}
-        return make(network, self.scale, **{"seed": self.seed, **overrides, **mine})
+    def experiment(self, network: str, **overrides) -> Experiment:
+        """`network`'s experiment at this scale with `overrides` and this notebook's
+        protocol parameters, which win."""
+        return scaled_experiment(network, self.scale, **{**overrides, **self._protocol_for(network)})
 
-    def iterative(self, network: str, **overrides) -> Experiment:
-        """Iterative pruning with both of the paper's controls: what the notebooks draw."""
-        return self.experiment(network, iterative_experiment, **overrides)
-
-    def oneshot(self, network: str) -> Experiment:
-        """The one-shot sweep at the same per-layer sizes, tickets only."""
-        return self.experiment(network, oneshot_experiment)
-
-    def dropout(self, network: str) -> Experiment:
-        """The dropout figure's experiment: iterative pruning with dropout, beside random
-        reinitialisation."""
-        return self.experiment(network, dropout=DROPOUT, controls=("reinit",))
-
-    def rewinding(self, network: str) -> dict[int, Experiment]:
-        """Iterative pruning with tickets rewound to each iteration k of `rewind_iterations`
-        (else the protocol's at this scale), tickets only; by k."""
-        given = [int(k) for k in self.rewind_iterations.split(",") if k.strip()]
-        ks = given or default_rewind_iterations(network, self.scale)
-        return {k: self.experiment(network, rewind_iteration=k) for k in ks}
+    def experiments(self, drawing: str | None = None) -> dict:
+        """What the notebook draws: per network, its experiments by label ({"lenet300":
+        {"iterative": ...}}); with `drawing` (a label it draws), that experiment per network."""
+        if self.notebook is None:
+            raise ValueError("these parameters are for no notebook: give notebook= (a key of NOTEBOOKS)")
+        drawings = NOTEBOOKS[self.notebook].drawings
+        if drawing is not None and drawing not in drawings:
+            raise ValueError(f"{self.notebook} draws {', '.join(drawings)}, not {drawing!r}")
+        drawn = {network: {label: e for d in drawings for label, e in DRAWINGS[d](self, network).items()}
+                 for network in self.network_list}  # fmt: skip
+        return drawn if drawing is None else {network: by_label[drawing] for network, by_label in drawn.items()}
 
     def data(self, network: str, device: str | None = None) -> Dataset:
         """`network`'s data set from this notebook's data_root, on `device` (None: where
         `run` trains, a GPU if there is one)."""
-        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        return load_dataset(architecture(network).dataset, self.data_root, device)
+        from lth_lib.train import default_device
+
+        return load_dataset(architecture(network).dataset, self.data_root, default_device(device))
 
     @property
     def training(self) -> bool:
         """Whether `run` may train: `train`, else yes except at paper scale without a GPU
         (there the notebooks draw what the committed store, figures/data/paper/, holds)."""
+        import torch
+
         return self.train if self.train is not None else self.scale != "paper" or torch.cuda.is_available()
 
-    def run(self, experiment: Experiment, data=None):
+    def run(self, experiment: Experiment, data: Dataset | None = None):
         """`lth.run` as the notebooks call it: this notebook's folders, the committed portable
         store of this scale (figures/data/paper/ at paper scale) before the results store,
         training only where `training` allows, progress bars except at smoke scale."""
         from lth_lib.lottery import run
-        from lth_lib.portable import COMMITTED_SCALES, portable_store
+        from lth_lib.portable import committed_store
 
-        store = portable_store(self.scale) if self.scale in COMMITTED_SCALES else None
-        return run(
-            experiment, data, data_root=self.data_root, results_root=self.results_root,
-            portable=store if store is not None and store.is_dir() else None,
-            train=self.training, progress=self.scale != "smoke",
-        )  # fmt: skip
+        return run(experiment, data, data_root=self.data_root, results_root=self.results_root,
+                   portable=committed_store(self.scale), training=self.training,
+                   progress=self.scale != "smoke")  # fmt: skip
 
     def save(self, fig, name: str) -> None:
         """Save `fig` as figures_dir/name.{png,svg} when figures_dir is set."""
@@ -139,23 +178,56 @@ class NotebookParameters:
 
             save_figure(fig, Path(self.figures_dir) / name)
 
+    def _protocol_for(self, network: str) -> dict:
+        """The protocol parameters that apply to `network` (conv_rate only with conv layers)."""
+        return {name: value for name, value in self.protocol.items()
+                if name != "conv_rate" or architecture(network).convolutional}  # fmt: skip
 
+
+def _rewound(params: NotebookParameters, network: str) -> dict[str, Experiment]:
+    given = [int(k) for k in params.rewind_iterations.split(",") if k.strip()]
+    ks = given or default_rewind_iterations(network, params.scale)
+    return {f"k = {k:,}": params.experiment(network, rewind_iteration=k) for k in ks}
+
+
+# What each label a notebook draws is, for one network: its experiments by label.
+DRAWINGS: dict[str, Callable[[NotebookParameters, str], dict[str, Experiment]]] = {
+    # iterative pruning with both of the paper's controls
+    "iterative": lambda params, network: {"iterative": params.experiment(network, controls=CONTROLS)},
+    # the one-shot sweep at the same per-layer sizes, tickets only
+    "one-shot": lambda params, network: {"one-shot": params.experiment(network, strategy="oneshot")},
+    # the dropout figure's: iterative pruning with dropout, beside random reinitialisation
+    "dropout": lambda params, network: {"dropout": params.experiment(network, dropout=DROPOUT, controls=("reinit",))},
+    # the same networks without dropout: the iterative experiment
+    "no dropout": lambda params, network: {"no dropout": params.experiment(network, controls=CONTROLS)},
+    # tickets rewound to each iteration k of `rewind_iterations` (else the scale's), tickets only
+    "rewound": _rewound,
+}
+
+_OWN = {f.name for f in dataclasses.fields(NotebookParameters)} - {"notebook", "protocol"}
 _IPYTHON_NAMES = {"In", "Out", "get_ipython", "exit", "quit", "open"}
 
 
+def parameter_names() -> list[str]:
+    """Every name a notebook parameter may have."""
+    return sorted(_OWN | set(PARAMETERS) - set(DRAWN))
+
+
 def check_parameter_names(names) -> None:
-    """A clear error naming every parameter in `names` that NotebookParameters lacks."""
-    fields = {f.name for f in dataclasses.fields(NotebookParameters)}
-    unknown = sorted(set(names) - fields)
+    """A clear error naming every parameter in `names` that no notebook takes."""
+    drawn = sorted(set(names) & set(DRAWN))
+    if drawn:
+        raise ValueError(f"{drawn[0]!r} is not a notebook parameter: {DRAWN[drawn[0]]}")
+    unknown = sorted(set(names) - set(parameter_names()))
     if unknown:
         raise ValueError(
             f"unknown notebook parameter(s) {', '.join(map(repr, unknown))}; "
-            f"parameters are: {', '.join(sorted(fields))}"
+            f"parameters are: {', '.join(parameter_names())}"
         )
 
 
-def notebook_parameters(namespace: dict) -> NotebookParameters:
-    """The notebook's parameters from its globals, after papermill's injection.
+def notebook_parameters(namespace: dict, notebook: str | None = None) -> NotebookParameters:
+    """Notebook `notebook`'s parameters from its globals, after papermill's injection.
 
     Every public plain value (str, int, float, bool, None) in `namespace` must be a
     parameter: a misspelt `-p trails 3` is an error naming the known parameters.
@@ -168,5 +240,4 @@ def notebook_parameters(namespace: dict) -> NotebookParameters:
         and not isinstance(value, types.ModuleType)
         and (value is None or isinstance(value, (str, int, float, bool)))
     }
-    check_parameter_names(values)
-    return NotebookParameters(**values)
+    return NotebookParameters.of(values, notebook)

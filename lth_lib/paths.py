@@ -1,4 +1,5 @@
-"""Where relative paths point: the project's root folder, wherever a process starts.
+"""Where relative paths point (the project's root folder, wherever a process starts), and
+writing a file so that no reader ever sees half of it.
 
 The tests, JupyterLab, papermill and nbval start kernels in `notebooks/`, the README's
 commands run in the project root, and a researcher may start Python anywhere. So a
@@ -10,6 +11,7 @@ process runs in. Where `lth_lib` is installed outside a checkout, from the curre
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 _CHECKOUT = Path(__file__).resolve().parents[1]
@@ -28,3 +30,12 @@ def env_path(variable: str) -> Path | None:
     """The folder environment variable `variable` names (absolute), or None if unset."""
     value = os.environ.get(variable)
     return project_path(value) if value else None
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write `data` to `path` so that a reader sees the old file or the whole new one."""
+    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", delete=False) as tmp:
+        tmp.write(data)
+        tmp.flush()
+        os.fsync(tmp.fileno())
+    os.replace(tmp.name, path)

@@ -4,7 +4,8 @@
   the fraction of its 300 weights the ticket keeps, relative to the whole layer's.
 - Conv-2/4/6: the first conv layer's filters as a mosaic of 3x3 tiles, each kernel
   position shaded by the fraction of its 3 colour channels' weights kept, relative to the
-  layer's.
+  layer's. Any network whose first layer is fully connected on a square image, or a
+  convolution, is drawn the same way.
 - Every network: the percent of weights remaining in each layer, round by round.
 
     fig = mask_grid_figure(results, scale="cpu")   # a static grid over the rounds
@@ -23,8 +24,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, MaxNLocator
 
-from lth_lib.plots import _percent, default_levels, stamp
-from lth_lib.protocol import architecture
+from lth_lib.plots import default_levels, percent_label, stamp
 from lth_lib.pruning import Mask, mask_counts, remaining_fraction
 from lth_lib.results import Results
 
@@ -40,27 +40,26 @@ def trial_masks(results: Results, trial: int = 0) -> dict[int, Mask]:
     """Trial `trial`'s ticket mask at every level the results hold, by level."""
     if not 0 <= trial < results.experiment.trials:
         raise ValueError(f"trial must be in 0..{results.experiment.trials - 1}, got {trial}")
-    missing = [level for level, masks in results.masks.items() if masks is None]
-    if missing:
-        raise ValueError(f"the store these results come from does not keep the masks of levels {missing}")
     return {level: masks[trial] for level, masks in sorted(results.masks.items())}
 
 
-def first_layer_map(mask: Mask, network: str) -> np.ndarray:
-    """The first layer's mask as an image of kept fractions in [0, 1]: LeNet's 28x28 input
-    pixels; for a Conv network its filters' 3x3 kernel positions, tiled 8 to a row with a
-    blank (NaN) line between tiles."""
+def first_layer_map(mask: Mask) -> np.ndarray:
+    """The first layer's mask as an image of kept fractions in [0, 1]. A fully connected
+    first layer on a square image (LeNet: [300, 784]): the fraction of each input pixel's
+    weights kept (28x28). A convolution ([filters, channels, k, k]): each kernel position's
+    fraction over the input channels, one k x k tile per filter, 8 to a row with a blank
+    (NaN) line between tiles."""
     first = next(iter(mask.values())).float()
-    if not architecture(network).conv:  # [300, 784]: the fraction of each pixel's weights kept
+    if first.dim() == 2:
         side = math.isqrt(first.shape[1])
         return first.mean(dim=0).reshape(side, side).numpy()
-    kept = first.mean(dim=1).numpy()  # [filters, 3, 3]: over the input channels
-    per_row = 8
+    kept = first.mean(dim=1).numpy()  # [filters, k, k]
+    per_row, tile = 8, kept.shape[-1] + 1
     rows = math.ceil(len(kept) / per_row)
-    image = np.full((rows * 4 - 1, per_row * 4 - 1), np.nan)
-    for index, tile in enumerate(kept):
+    image = np.full((rows * tile - 1, per_row * tile - 1), np.nan)
+    for index, kernel in enumerate(kept):
         row, column = divmod(index, per_row)
-        image[row * 4 : row * 4 + 3, column * 4 : column * 4 + 3] = tile
+        image[row * tile : row * tile + tile - 1, column * tile : column * tile + tile - 1] = kernel
     return image
 
 
@@ -84,12 +83,12 @@ def layer_remaining(results: Results, trial: int = 0) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def plot_first_layer(mask: Mask, network: str, ax: Axes | None = None, title: str | None = None) -> Axes:
+def plot_first_layer(mask: Mask, ax: Axes | None = None, title: str | None = None) -> Axes:
     """`first_layer_map` of `mask` over the first layer's fraction of weights kept (see
     MAP_RANGE), on `ax` (a new figure when None), no axes ticks."""
     if ax is None:
         _, ax = plt.subplots(figsize=(3.2, 3.2))
-    relative = first_layer_map(mask, network) / float(next(iter(mask.values())).float().mean())
+    relative = first_layer_map(mask) / float(next(iter(mask.values())).float().mean())
     ax.imshow(relative, cmap=MAP_COLORS, vmin=MAP_RANGE[0], vmax=MAP_RANGE[1], interpolation="nearest")
     ax.set_xticks([])
     ax.set_yticks([])
@@ -113,7 +112,7 @@ def plot_layer_remaining(
     for index, layer in enumerate(table.columns):
         ax.bar(positions + (index - (len(table.columns) - 1) / 2) * width, table[layer], width, label=layer)
     network_percent = remaining.groupby("level").network_percent.first()
-    ax.set_xticks(positions, [f"{_percent(network_percent[level])}%\n(round {level})" for level in table.index],
+    ax.set_xticks(positions, [f"{percent_label(network_percent[level])}%\n(round {level})" for level in table.index],
                   fontsize="small")  # fmt: skip
     ax.set_xlabel("Percent of the network's weights remaining")
     ax.set_ylabel("Percent of the layer's weights remaining")
@@ -130,10 +129,9 @@ def mask_figure(results: Results, level: int, trial: int = 0, scale: str | None 
     if level not in masks:
         raise ValueError(f"level must be one of {sorted(masks)}, got {level}")
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4.2), width_ratios=(1, 1.4))
-    network = results.experiment.network
     remaining = layer_remaining(results, trial)
-    percent = _percent(remaining.query("level == @level").network_percent.iloc[0])
-    plot_first_layer(masks[level], network, left, f"{_first_layer_name(network)}, round {level}")
+    percent = percent_label(remaining.query("level == @level").network_percent.iloc[0])
+    plot_first_layer(masks[level], left, f"{_first_layer_name(masks[level])}, round {level}")
     fig.colorbar(left.images[-1], ax=left, shrink=0.8, label=MAP_LABEL, extend="max")
     for layer, rows in remaining.groupby("layer", sort=False):
         right.plot(rows.level, rows.percent, marker=".", label=layer)
@@ -157,16 +155,15 @@ def mask_grid_figure(
     masks = trial_masks(results, trial)
     done = sorted(masks)
     levels = list(levels) if levels is not None else [done[i] for i in default_levels(len(done) - 1, 6)]
-    network = results.experiment.network
     fig = plt.figure(figsize=(max(8.0, 2.2 * len(levels)), 6.6), layout="constrained")
     top, bottom = fig.subfigures(2, 1, height_ratios=(1, 1.15))
     axes = top.subplots(1, len(levels), squeeze=False)[0]
     remaining = layer_remaining(results, trial)
     for ax, level in zip(axes, levels):
-        percent = _percent(remaining.query("level == @level").network_percent.iloc[0])
-        plot_first_layer(masks[level], network, ax, f"round {level}: {percent}%")
+        percent = percent_label(remaining.query("level == @level").network_percent.iloc[0])
+        plot_first_layer(masks[level], ax, f"round {level}: {percent}%")
     top.colorbar(axes[-1].images[-1], ax=list(axes), shrink=0.8, label=MAP_LABEL, extend="max")
-    top.suptitle(f"{_first_layer_name(network)}: where the ticket keeps its weights (trial {trial})")
+    top.suptitle(f"{_first_layer_name(masks[levels[0]])}: where the ticket keeps its weights (trial {trial})")
     plot_layer_remaining(remaining, bottom.subplots(), levels=levels)
     stamp(fig, results.experiment, scale, levels_done=results.levels_done)
     return fig
@@ -206,7 +203,8 @@ def _log_percent_axis(ax: Axes) -> None:
     )
 
 
-def _first_layer_name(network: str) -> str:
-    if architecture(network).conv:
-        return "conv1's 64 filters, 3x3 positions"
-    return "fc1, per input pixel"
+def _first_layer_name(mask: Mask) -> str:
+    layer, first = next(iter(mask.items()))
+    if first.dim() == 2:
+        return f"{layer}, per input pixel"
+    return f"{layer}'s {first.shape[0]} filters, {first.shape[2]}x{first.shape[3]} positions"

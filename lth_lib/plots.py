@@ -155,7 +155,7 @@ def plot_training_curves(
         dashed = kind != "ticket" and level != 0
         ax.plot(
             stats.index, stats["mean"], color=color, linestyle="--" if dashed else "-", linewidth=1.4,
-            label=_percent(rows.percent_remaining.mean()),
+            label=percent_label(rows.percent_remaining.mean()),
         )
         ax.fill_between(stats.index, stats["min"], stats["max"], color=color, alpha=0.15, linewidth=0)
     if metric.endswith("acc"):
@@ -257,14 +257,14 @@ def _percent_axis(ax: Axes, max_ticks: int = 8) -> None:
     high, low = values[0], values[-1]
     spread = np.log10(high / low) if high > low else 1.0
     ax.xaxis.set_major_locator(FixedLocator(ticks))
-    ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: _percent(x)))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: percent_label(x)))
     ax.xaxis.set_minor_locator(NullLocator())
     pad = 10 ** (spread * 0.04)
     ax.set_xlim(high * pad, low / pad)  # inverted: dense on the left
     ax.set_xlabel(PERCENT_LABEL)
 
 
-def _percent(value: float) -> str:
+def percent_label(value: float) -> str:
     """100 -> "100", 51.27 -> "51.3", 0.46 -> "0.46"."""
     if value >= 99.95:
         return "100"
@@ -304,7 +304,7 @@ def controls_figure(results: Results, scale: str | None = None) -> Figure:
         curves.fill_between(stats.index, stats["min"], stats["max"], color=f"C{i}", alpha=0.15, linewidth=0)
     _zoom(curves, settled)
     curves.xaxis.set_major_locator(_integer_locator())
-    curves.set_title(f"{_percent(results.percent_remaining(level))}% of weights remaining", fontsize="medium")
+    curves.set_title(f"{percent_label(results.percent_remaining(level))}% of weights remaining", fontsize="medium")
     curves.set_xlabel("Training iterations")
     curves.set_ylabel(METRIC_LABELS["test_acc"])
     curves.legend(fontsize="small")
@@ -318,7 +318,7 @@ def travel_figure(travel: pd.DataFrame, results: Results, level: int, scale: str
     against pruned ones: the distribution of |theta_T - theta_0| and of the change in
     magnitude |theta_T| - |theta_0|, over all layers and trials."""
     fig, (distance, magnitude) = plt.subplots(1, 2, figsize=(11, 4.2))
-    kept = f"in the ticket ({_percent(results.percent_remaining(level))}% remaining)"
+    kept = f"in the ticket ({percent_label(results.percent_remaining(level))}% remaining)"
     for column, ax, xlabel in (
         ("travel", distance, r"distance travelled $|\theta_T - \theta_0|$"),
         ("magnitude_change", magnitude, r"change in magnitude $|\theta_T| - |\theta_0|$"),
@@ -349,7 +349,7 @@ def stability_figure(points: Sequence[Stability], results: Results, scale: str |
         chosen = sorted((p for p in points if (p.level == 0) == (kind == "dense")), key=lambda p: p.rewind_iteration)
         if not chosen:
             continue
-        name = "dense (100%)" if kind == "dense" else f"ticket ({_percent(chosen[0].percent_remaining)}%)"
+        name = "dense (100%)" if kind == "dense" else f"ticket ({percent_label(chosen[0].percent_remaining)}%)"
         for p in chosen:
             alphas = np.linspace(0, 1, len(p.errors))
             color = f"C{ks.index(p.rewind_iteration)}"

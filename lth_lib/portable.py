@@ -17,7 +17,9 @@ store keeps, only these:
   figures draw them);
 - the trained dense weights (level 0) and rewind weights, when they are small (LeNet:
   weight travel and one-shot pruning read them).
-Initial weights are never kept: `glorot_init` re-derives them from the seeds.
+Initial weights are never kept: `glorot_init` re-derives them from the seeds. What a level
+file does not keep reads back as `NotKept` (`lth_lib.results`), which says why when used.
+The level store (`lth_lib.store`) reads this store before the results store.
 
 An export (`export`) packs new level files into at most 7 tar parts beside a manifest of
 sha256 checksums; an import (`import_export`) checks every part and file, refuses a
@@ -32,7 +34,6 @@ import datetime
 import hashlib
 import io
 import json
-import shutil
 import tarfile
 import tempfile
 from pathlib import Path
@@ -41,15 +42,14 @@ import numpy as np
 import torch
 
 from lth_lib.data import COPIES
-from lth_lib.paths import PROJECT
-from lth_lib.protocol import Experiment, PruningHparams, TrainingHparams, architecture
+from lth_lib.models import parameter_shapes
+from lth_lib.paths import PROJECT, atomic_write
+from lth_lib.protocol import Experiment, architecture
 from lth_lib.pruning import pack_mask, unpack_mask
-from lth_lib.results import Record
-from lth_lib.store import Level, atomic_write, experiment_dir, load_level, stored_level_numbers
+from lth_lib.results import METRICS, Level, NotKept, Record
 
 FORMAT = "lth-portable"
 VERSION = 1
-CURVE_KEYS = ("val_loss", "val_acc", "test_loss", "test_acc")
 SMALL_MASKS = 1 << 20  # keep a level's masks (all trials) when they pack into at most this
 SMALL_WEIGHTS = 8 << 20  # keep trained dense / rewind weights (all trials) of at most this
 PART_LIMIT = 16 * 1000 * 1000  # bytes per exported part (the device returns files under 16 MiB)
@@ -65,6 +65,13 @@ def portable_store(scale: str) -> Path | None:
     if PROJECT is None:
         return None
     return PROJECT / "figures" / "data" / scale if scale in COMMITTED_SCALES else PROJECT / "out" / "data" / scale
+
+
+def committed_store(scale: str) -> Path | None:
+    """The committed portable store of `scale` (figures/data/paper/ at paper scale), where
+    there is one: what the notebooks draw from before the results store."""
+    store = portable_store(scale) if scale in COMMITTED_SCALES else None
+    return store if store is not None and store.is_dir() else None
 
 
 class ExportError(ValueError):
@@ -87,8 +94,18 @@ def stored_levels(directory: Path) -> list[int]:
 def stored_folders(exp: Experiment, store: Path) -> dict[str, Path]:
     """The folders of `store` that hold `exp`, by the copy of its data set each was trained on."""
     copies = COPIES[architecture(exp.network).dataset]
-    folders = {copy: experiment_dir(dataclasses.replace(exp, data_copy=copy), store) for copy in copies}
+    folders = {copy: store / dataclasses.replace(exp, data_copy=copy).folder_name for copy in copies}
     return {copy: folder for copy, folder in folders.items() if folder.is_dir()}
+
+
+def resumable(exp: Experiment) -> bool:
+    """Whether a run can resume `exp` from this store alone at any finished level: the
+    last level's masks are always kept, but the dense networks (a one-shot sweep prunes
+    them) and the weights at the rewind iteration (late rewinding starts from them) only
+    when they are small."""
+    if exp.pruning.strategy == "iterative" and not exp.pruning.rewind_iteration:
+        return True
+    return exp.trials * 4 * sum(shape.numel() for shape in parameter_shapes(exp.network).values()) <= SMALL_WEIGHTS
 
 
 def training_times(directory: Path) -> list[tuple[int, dict]]:
@@ -112,7 +129,7 @@ def write_level(directory: Path, level: int, stored: Level, last: bool) -> Path:
         raise ValueError(f"level {level}: members evaluated at different iterations")
     arrays = {
         "iteration": np.asarray(iterations, dtype=np.int64),
-        **{f"curve.{k}": np.asarray([r.curve[k] for r in stored.records], dtype=np.float32) for k in CURVE_KEYS},
+        **{f"curve.{k}": np.asarray([r.curve[k] for r in stored.records], dtype=np.float32) for k in METRICS},
     }
     shapes: dict[str, list[int]] = {}
     masks = None if stored.next_masks is None else [pack_mask(m) for m in stored.next_masks]
@@ -135,9 +152,25 @@ def write_level(directory: Path, level: int, stored: Level, last: bool) -> Path:
     return path
 
 
+NOT_KEPT = {
+    "next_masks": NotKept(
+        "these ticket masks are not kept: a portable store keeps a level's masks only where they are small "
+        f"({SMALL_MASKS:,} bytes packed, every trial) or at an experiment's last finished level; train the "
+        "experiment from level 0 in a results store to have them"
+    ),
+    **{
+        name: NotKept(
+            f"the {what} are not kept: a portable store keeps them only where they are small ({SMALL_WEIGHTS:,} "
+            "bytes, every trial); train the experiment from level 0 in a results store to have them"
+        )
+        for name, what in (("dense", "trained dense weights"), ("rewind", "weights at the rewind iteration"))
+    },
+}
+
+
 def read_level(directory: Path, level: int) -> Level | None:
-    """A portable level as the results store's `Level` (tensors it does not keep are
-    absent), or None if it is missing or does not match its checksum."""
+    """A portable level as a `Level` (what it does not keep is `NOT_KEPT`'s), or None if it
+    is missing or does not match its checksum."""
     path = level_path(directory, level)
     try:
         blob = path.read_bytes()
@@ -147,55 +180,55 @@ def read_level(directory: Path, level: int) -> Level | None:
             meta = json.loads(arrays["meta"].tobytes())
             if (meta["format"], meta["version"], meta["level"]) != (FORMAT, VERSION, level):
                 return None
-            iterations = arrays["iteration"].tolist()
-            curves = {k: arrays[f"curve.{k}"] for k in CURVE_KEYS}
-            records = [
-                Record(**fields, curve={"iteration": iterations, **{k: curves[k][i].tolist() for k in CURVE_KEYS}})
-                for i, fields in enumerate(meta["records"])
-            ]
-            stored = Level(records, trained=meta.get("trained") or None)
-            if meta["mask_shapes"]:
-                layers = meta["mask_shapes"]
-                trials = len(arrays[f"mask.{next(iter(layers))}"])
-                stored.next_masks = [
-                    unpack_mask({layer: (torch.from_numpy(arrays[f"mask.{layer}"][t].copy()), tuple(shape))
-                                 for layer, shape in layers.items()})
-                    for t in range(trials)
-                ]  # fmt: skip
-            for name in ("dense", "rewind"):
-                keys = [k for k in arrays.files if k.startswith(f"{name}.")]
-                if keys:
-                    trials = len(arrays[keys[0]])
-                    setattr(stored, name, [
-                        {k.split(".", 1)[1]: torch.from_numpy(arrays[k][t].copy()) for k in keys} for t in range(trials)
-                    ])  # fmt: skip
-        return stored
+            return Level(_records(arrays, meta), _masks(arrays, meta), *(_weights(arrays, name, level) for name in (
+                "dense", "rewind")), trained=meta.get("trained") or None)  # fmt: skip
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
 
+def _records(arrays, meta: dict) -> list[Record]:
+    iterations = arrays["iteration"].tolist()
+    curves = {k: arrays[f"curve.{k}"] for k in METRICS}
+    return [
+        Record(**fields, curve={"iteration": iterations, **{k: curves[k][i].tolist() for k in METRICS}})
+        for i, fields in enumerate(meta["records"])
+    ]
+
+
+def _masks(arrays, meta: dict) -> list | NotKept:
+    layers = meta["mask_shapes"]
+    if not layers:
+        return NOT_KEPT["next_masks"]
+    trials = len(arrays[f"mask.{next(iter(layers))}"])
+    return [
+        unpack_mask({layer: (torch.from_numpy(arrays[f"mask.{layer}"][t].copy()), tuple(shape))
+                     for layer, shape in layers.items()})
+        for t in range(trials)
+    ]  # fmt: skip
+
+
+def _weights(arrays, name: str, level: int) -> list | NotKept | None:
+    """Each trial's `name` weights ("dense" or "rewind"), which only level 0 has."""
+    keys = [k for k in arrays.files if k.startswith(f"{name}.")]
+    if not keys:
+        return NOT_KEPT[name] if level == 0 else None
+    trials = len(arrays[keys[0]])
+    return [{k.split(".", 1)[1]: torch.from_numpy(arrays[k][t].copy()) for k in keys} for t in range(trials)]
+
+
 def experiment_of(directory: Path) -> Experiment:
     """The experiment a portable (or results-store) folder holds, from its experiment.json."""
-    fields = json.loads((directory / "experiment.json").read_text())["experiment"]
-    training, pruning = TrainingHparams(**fields.pop("training")), PruningHparams(**fields.pop("pruning"))
-    return Experiment(training=training, pruning=pruning, **{**fields, "controls": tuple(fields["controls"])})
+    return Experiment.from_dict(json.loads((directory / "experiment.json").read_text())["experiment"])
 
 
-def sync(results_dir: Path, store: Path) -> list[Path]:
-    """Write the finished levels that `results_dir` (an experiment's folder in the results
-    store; it may hold only the levels trained after those `store` has) has for every
-    trial and the portable store `store` lacks; the files written."""
-    target = store / results_dir.name
-    have = set(stored_levels(target))
-    numbers = stored_level_numbers(results_dir)
-    levels = [(level, stored) for level in numbers if (stored := load_level(results_dir, level)) is not None]
-    new = [(level, stored) for level, stored in levels if level not in have]
-    if not new:
-        return []
+def add_levels(target: Path, levels: list[tuple[int, Level]], experiment_json: bytes, last: int) -> list[Path]:
+    """Write `levels` (level, Level) into the portable experiment folder `target` (with its
+    experiment.json, if new); `last`: the experiment's last finished level, whose masks a
+    resume needs. The files written."""
     target.mkdir(parents=True, exist_ok=True)
     if not (target / "experiment.json").exists():
-        shutil.copyfile(results_dir / "experiment.json", target / "experiment.json")
-    written = [write_level(target, level, stored, last=level == levels[-1][0]) for level, stored in new]
+        atomic_write(target / "experiment.json", experiment_json)
+    written = [write_level(target, level, stored, last=level == last) for level, stored in levels]
     _add_checksums(target, written)
     return written
 
@@ -300,7 +333,7 @@ def _check_experiment(folder: Path) -> None:
         experiment = experiment_of(folder)
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise ExportError(f"{folder.name}: no valid experiment.json ({error})") from None
-    if folder.name != f"{experiment.network}-{experiment.pruning.strategy}-{experiment.identity()}":
+    if folder.name != experiment.folder_name:
         raise ExportError(f"{folder.name} does not hold the experiment its name gives (identity {experiment.identity()})")
     for path in folder.glob("level_*.npz"):
         with np.load(path) as arrays:

@@ -7,14 +7,18 @@ ask for `scaled_experiment(network, scale)` at `default_scale()`. Values come fr
 ../shared/PAPER.md (the paper's Figure 2 table and Sections 2-3); where this project
 deviates, the deviation is written next to the value.
 
+`NETWORKS` is the registry of networks: one `NetworkProtocol` entry each, holding its
+architecture (the layers `models` builds), how the paper trains and prunes it, and what
+each scale cuts down. A new network is one new entry; nothing else names networks.
+
 Scales:
 - `smoke`: seconds per notebook; for tests and nbval.
-- `cpu`: the README's default without a GPU; every notebook together in about an hour on
-  2 cores. The paper's protocol with fewer iterations (LeNet 5K of 50K; Conv 300/200 of
-  20K-30K), rounds (LeNet 12, to 7%; Conv-2/4/6 3/2/1) and trials (2 LeNet, 1 Conv; 1
-  control network per ticket), and validation/test metrics on random subsets (2,000
-  examples of each for LeNet, 500 for Conv) instead of all 5,000/10,000.
-- `paper`: the protocol itself (PAPER below); for a GPU.
+- `cpu`: the README's default without a GPU, on 2 cores. The paper's protocol with fewer
+  iterations (LeNet 5K of 50K; Conv 300/200 of 20K-30K), rounds (LeNet 12, to 7%;
+  Conv-2/4/6 3/2/1) and trials (2 LeNet, 1 Conv; 1 control network per ticket), and
+  validation/test metrics on random subsets (2,000 examples of each for LeNet, 500 for
+  Conv) instead of all 5,000/10,000.
+- `paper`: the protocol itself; for a GPU.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import dataclasses
 import hashlib
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 STRATEGIES = ("iterative", "oneshot")
@@ -53,29 +58,79 @@ STABLE_BELOW = 0.02
 
 
 @dataclass(frozen=True)
-class Architecture:
-    """A network's layers, as the paper's Figure 2 table gives them."""
+class Conv:
+    """A convolution with 'same' padding (an odd square kernel), then ReLU."""
 
-    dataset: str  # "mnist" or "cifar10"
-    input_shape: tuple[int, ...]
-    conv: tuple[int | str, ...]  # output channels of each 3x3 conv, "pool" for 2x2 max pool
-    fc: tuple[int, ...]  # widths of the fully connected layers, the last is the output
-
-    @property
-    def layers(self) -> list[str]:
-        """The weight layers' names in order: conv1..convN, then fc1..fcM (the output)."""
-        convs = sum(1 for item in self.conv if item != "pool")
-        return [f"conv{i}" for i in range(1, convs + 1)] + [f"fc{i}" for i in range(1, len(self.fc) + 1)]
+    channels: int
+    kernel: int = 3
 
 
 @dataclass(frozen=True)
+class Pool:
+    """Max pooling over `size` x `size` windows with stride `size`."""
+
+    size: int = 2
+
+
+@dataclass(frozen=True)
+class Dense:
+    """A fully connected layer, then ReLU (and dropout when training with it), except for
+    the output layer, the last one."""
+
+    features: int
+
+
+LAYER_PREFIXES = {Conv: "conv", Pool: "pool", Dense: "fc"}  # layer names: conv1, pool1, fc1, ...
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """A network's layers in order, as the paper's Figure 2 table gives them: convolutions
+    and pools on an image, then fully connected layers, the last of them the output."""
+
+    dataset: str  # "mnist" or "cifar10"
+    input_shape: tuple[int, ...]  # (channels, height, width) for convolutions, else (features,)
+    layers: tuple[Conv | Pool | Dense, ...]
+
+    def __post_init__(self) -> None:
+        kinds = [type(layer) for layer in self.layers]
+        dense = kinds.index(Dense) if Dense in kinds else len(kinds)
+        if dense == len(kinds) or any(kind is not Dense for kind in kinds[dense:]):
+            raise ValueError("an architecture ends with fully connected (Dense) layers, and has nothing after them")
+        if dense and len(self.input_shape) != 3:
+            raise ValueError(f"convolutions need an input of (channels, height, width), got {self.input_shape}")
+        if any(isinstance(layer, Conv) and layer.kernel % 2 == 0 for layer in self.layers):
+            raise ValueError("a 'same' convolution needs an odd kernel size")
+
+    @property
+    def named_layers(self) -> dict[str, Conv | Pool | Dense]:
+        """Every layer by the name its parameters carry (`layers.<name>.weight`): conv1..,
+        pool1.., fc1.. in order, numbered per kind."""
+        named: dict[str, Conv | Pool | Dense] = {}
+        for layer in self.layers:
+            prefix = LAYER_PREFIXES[type(layer)]
+            named[f"{prefix}{sum(name.startswith(prefix) for name in named) + 1}"] = layer
+        return named
+
+    @property
+    def weight_layers(self) -> list[str]:
+        """The names of the layers with weights, in order (what pruning masks cover)."""
+        return [name for name, layer in self.named_layers.items() if not isinstance(layer, Pool)]
+
+    @property
+    def convolutional(self) -> bool:
+        """Whether the network has convolutions."""
+        return any(isinstance(layer, Conv) for layer in self.layers)
+
+
+@dataclass(frozen=True, kw_only=True)
 class NetworkProtocol:
-    """One network as the paper trains and prunes it."""
+    """One network as the paper trains and prunes it, and what each scale cuts down."""
 
     architecture: Architecture
     iterations: int  # training iterations per round (the paper: 50K LeNet, 20K/25K/30K Conv-2/4/6)
     lr: float  # Adam's learning rate (constant)
-    conv_rate: float  # fraction of the remaining conv weights pruned per round (0: no conv layers)
+    conv_rate: float = 0.0  # fraction of the remaining conv weights pruned per round (0: no conv layers)
     fc_rate: float = 0.2  # same, fully connected layers; the output layer at `output_rate(fc_rate)`
     dropout_lr: float | None = None  # the learning rate with dropout (None: not in the dropout figure)
     batch_size: int = 60
@@ -84,6 +139,9 @@ class NetworkProtocol:
     rounds: int = 20  # pruning rounds (LeNet: 20 rounds keep 1.2% of the weights)
     trials: int = 5  # winning tickets per level, each from its own seed
     control_trials: int = 3  # random reinitialisations (and random prunings) per ticket
+    # Per scale other than `paper`: what differs from the above (any field of an Experiment
+    # and its parts, as `paper_experiment` takes them).
+    scales: Mapping[str, Mapping[str, object]] = field(default_factory=dict)
 
 
 def output_rate(fc_rate: float) -> float:
@@ -91,45 +149,55 @@ def output_rate(fc_rate: float) -> float:
     return fc_rate / 2
 
 
-_CIFAR = ("cifar10", (3, 32, 32))
-_CONV_FC = (256, 256, 10)
-PAPER: dict[str, NetworkProtocol] = {
-    "lenet300": NetworkProtocol(Architecture("mnist", (784,), (), (300, 100, 10)), 50_000, 1.2e-3, 0.0),
-    "conv2": NetworkProtocol(Architecture(*_CIFAR, (64, 64, "pool"), _CONV_FC), 20_000, 2e-4, 0.1, dropout_lr=3e-4),
+SCALES = ("smoke", "cpu", "paper")
+SCALE_ENV = "LTH_SCALE"
+_CIFAR = dict(dataset="cifar10", input_shape=(3, 32, 32))
+_CONV_FC = (Dense(256), Dense(256), Dense(10))
+_CONV_SMOKE = dict(iterations=4, eval_every=2, eval_examples=60, rounds=1, trials=1, control_trials=1)
+NETWORKS: dict[str, NetworkProtocol] = {
+    "lenet300": NetworkProtocol(
+        architecture=Architecture(dataset="mnist", input_shape=(784,), layers=(Dense(300), Dense(100), Dense(10))),
+        iterations=50_000, lr=1.2e-3,
+        scales={
+            "smoke": dict(iterations=60, eval_every=20, eval_examples=500, rounds=2, trials=1, control_trials=1),
+            "cpu": dict(iterations=5000, eval_every=100, eval_examples=2000, rounds=12, trials=2, control_trials=1),
+        },
+    ),
+    "conv2": NetworkProtocol(
+        architecture=Architecture(**_CIFAR, layers=(Conv(64), Conv(64), Pool(), *_CONV_FC)),
+        iterations=20_000, lr=2e-4, conv_rate=0.1, dropout_lr=3e-4,
+        scales={
+            "smoke": _CONV_SMOKE,
+            "cpu": dict(iterations=300, eval_every=50, eval_examples=500, rounds=3, trials=1, control_trials=1),
+        },
+    ),
     "conv4": NetworkProtocol(
-        Architecture(*_CIFAR, (64, 64, "pool", 128, 128, "pool"), _CONV_FC), 25_000, 3e-4, 0.1, dropout_lr=2e-4
+        architecture=Architecture(**_CIFAR, layers=(Conv(64), Conv(64), Pool(), Conv(128), Conv(128), Pool(), *_CONV_FC)),
+        iterations=25_000, lr=3e-4, conv_rate=0.1, dropout_lr=2e-4,
+        scales={
+            "smoke": _CONV_SMOKE,
+            "cpu": dict(iterations=200, eval_every=50, eval_examples=500, rounds=2, trials=1, control_trials=1),
+        },
     ),
     "conv6": NetworkProtocol(
-        Architecture(*_CIFAR, (64, 64, "pool", 128, 128, "pool", 256, 256, "pool"), _CONV_FC), 30_000, 3e-4, 0.15,
-        dropout_lr=2e-4,
-    ),
-}
-
-# Per scale and network: what differs from PAPER (any field of Experiment and its parts).
-SCALES: dict[str, dict[str, dict]] = {
-    "smoke": {
-        "lenet300": dict(iterations=60, eval_every=20, eval_examples=500, rounds=2, trials=1, control_trials=1),
-        **{
-            conv: dict(iterations=4, eval_every=2, eval_examples=60, rounds=1, trials=1, control_trials=1)
-            for conv in ("conv2", "conv4", "conv6")
+        architecture=Architecture(
+            **_CIFAR,
+            layers=(Conv(64), Conv(64), Pool(), Conv(128), Conv(128), Pool(), Conv(256), Conv(256), Pool(), *_CONV_FC),
+        ),
+        iterations=30_000, lr=3e-4, conv_rate=0.15, dropout_lr=2e-4,
+        scales={
+            "smoke": _CONV_SMOKE,
+            "cpu": dict(iterations=200, eval_every=50, eval_examples=500, rounds=1, trials=1, control_trials=1),
         },
-    },
-    "cpu": {
-        "lenet300": dict(iterations=5000, eval_every=100, eval_examples=2000, rounds=12, trials=2, control_trials=1),
-        "conv2": dict(iterations=300, eval_every=50, eval_examples=500, rounds=3, trials=1, control_trials=1),
-        "conv4": dict(iterations=200, eval_every=50, eval_examples=500, rounds=2, trials=1, control_trials=1),
-        "conv6": dict(iterations=200, eval_every=50, eval_examples=500, rounds=1, trials=1, control_trials=1),
-    },
-    "paper": {network: {} for network in PAPER},
-}
-SCALE_ENV = "LTH_SCALE"
+    ),
+}  # fmt: skip
 
 
 def network_protocol(name: str) -> NetworkProtocol:
     """The protocol of network `name`; an unknown name is an error listing the known ones."""
-    if name not in PAPER:
-        raise ValueError(f"unknown network {name!r}; known networks: {', '.join(sorted(PAPER))}")
-    return PAPER[name]
+    if name not in NETWORKS:
+        raise ValueError(f"unknown network {name!r}; known networks: {', '.join(sorted(NETWORKS))}")
+    return NETWORKS[name]
 
 
 def architecture(name: str) -> Architecture:
@@ -161,7 +229,7 @@ def check_rate(rate: float, what: str = "pruning rate") -> None:
 
 
 # The dataclasses' defaults are the baseline an experiment's identity is hashed against
-# (only fields that differ from them are hashed), not the protocol: PAPER holds that.
+# (only fields that differ from them are hashed), not the protocol: NETWORKS holds that.
 # Changing a default renames stored experiments; tests/test_protocol.py pins identities.
 
 
@@ -226,7 +294,7 @@ class Experiment:
     data_copy: str = ""  # which copy of the data set (see `lth_lib.data.data_copy`)
 
     def __post_init__(self) -> None:
-        conv = architecture(self.network).conv
+        convolutional = architecture(self.network).convolutional
         if self.trials < 1 or self.control_trials < 1:
             raise ValueError("trials and control_trials must be at least 1")
         for control in self.controls:
@@ -236,7 +304,7 @@ class Experiment:
                 f"rewind_iteration ({self.pruning.rewind_iteration}) must be below "
                 f"iterations ({self.training.iterations})"
             )
-        if not conv and self.pruning.conv_rate != PruningHparams.conv_rate:
+        if not convolutional and self.pruning.conv_rate != PruningHparams.conv_rate:
             raise ValueError(f"{self.network} has no conv layers: leave conv_rate at its default")
 
     @property
@@ -248,15 +316,29 @@ class Experiment:
     def rates(self) -> dict[str, float]:
         """Per-layer pruning rates: conv layers at conv_rate, the output layer at
         output_rate, the other fully connected layers at fc_rate."""
-        p, layers = self.pruning, architecture(self.network).layers
+        p, named = self.pruning, architecture(self.network).named_layers
+        output = architecture(self.network).weight_layers[-1]
         return {
-            layer: p.conv_rate if layer.startswith("conv") else p.output_rate if layer == layers[-1] else p.fc_rate
-            for layer in layers
+            name: p.conv_rate if isinstance(layer, Conv) else p.output_rate if name == output else p.fc_rate
+            for name, layer in named.items()
+            if not isinstance(layer, Pool)
         }
+
+    @property
+    def folder_name(self) -> str:
+        """The name of the folder that holds its levels, in any store."""
+        return f"{self.network}-{self.pruning.strategy}-{self.identity()}"
 
     def to_dict(self) -> dict:
         """The experiment as plain JSON-ready data."""
         return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, fields: dict) -> Experiment:
+        """The experiment `to_dict` gave."""
+        fields = dict(fields)
+        training, pruning = TrainingHparams(**fields.pop("training")), PruningHparams(**fields.pop("pruning"))
+        return cls(training=training, pruning=pruning, **{**fields, "controls": tuple(fields["controls"])})
 
     def identity(self) -> str:
         """A stable hash of the fields that differ from their defaults.
@@ -266,23 +348,40 @@ class Experiment:
         return hashlib.sha256(json.dumps(_non_default(self), sort_keys=True).encode()).hexdigest()[:16]
 
 
-_SECTIONS = {
+# Every field an experiment can be given by name (`paper_experiment`, notebook and
+# command-line parameters), and the part of the experiment it belongs to.
+PARAMETERS: dict[str, str] = {
     **{f.name: "training" for f in dataclasses.fields(TrainingHparams)},
     **{f.name: "pruning" for f in dataclasses.fields(PruningHparams)},
     **{f.name: "experiment" for f in dataclasses.fields(Experiment) if f.name not in ("network", "training", "pruning")},
 }
+_TYPES = {"int": (int,), "float": (float, int), "int | None": (int, type(None)), "str": (str,), "tuple[str, ...]": (tuple,)}
+_FIELD_TYPES = {f.name: f.type for cls in (TrainingHparams, PruningHparams, Experiment) for f in dataclasses.fields(cls)}
+
+
+def check_parameters(values: Mapping[str, object]) -> None:
+    """A clear error for a name that is no field of an experiment (ValueError), or a value
+    of the wrong type (TypeError); the dataclasses check the values' ranges when the
+    experiment is made."""
+    unknown = sorted(set(values) - set(PARAMETERS))
+    if unknown:
+        raise ValueError(f"unknown experiment parameter {unknown[0]!r}; known: {', '.join(sorted(PARAMETERS))}")
+    for name, value in values.items():
+        kinds = _TYPES[_FIELD_TYPES[name]]
+        if isinstance(value, bool) or not isinstance(value, kinds):
+            wanted = " or ".join("None" if k is type(None) else k.__name__ for k in kinds)
+            raise TypeError(f"{name} must be {wanted}, got {value!r}")
 
 
 def paper_experiment(network: str, **overrides) -> Experiment:
     """The paper's training and pruning of `network` (one trial unless told; the paper's
     full experiment is `scaled_experiment(network, "paper")`). `overrides` may name any
-    field of Experiment, TrainingHparams or PruningHparams (e.g. iterations=1000, rounds=3,
-    dropout=0.5). With dropout the learning rate and iterations are the dropout figure's,
-    and the output layer's rate follows the fc rate after overrides, unless they are given."""
+    field of Experiment, TrainingHparams or PruningHparams (`PARAMETERS`, e.g.
+    iterations=1000, rounds=3, dropout=0.5). With dropout the learning rate and iterations
+    are the dropout figure's, and the output layer's rate follows the fc rate after
+    overrides, unless they are given."""
     protocol = network_protocol(network)
-    unknown = sorted(set(overrides) - set(_SECTIONS))
-    if unknown:
-        raise ValueError(f"unknown experiment parameter {unknown[0]!r}; known: {', '.join(sorted(_SECTIONS))}")
+    check_parameters(overrides)
     dropout = overrides.get("dropout", 0.0)
     sections: dict[str, dict] = {
         "training": {
@@ -294,10 +393,10 @@ def paper_experiment(network: str, **overrides) -> Experiment:
         "pruning": {"fc_rate": protocol.fc_rate, "scope": protocol.scope},
         "experiment": {},
     }
-    if protocol.architecture.conv:
+    if protocol.architecture.convolutional:
         sections["pruning"]["conv_rate"] = protocol.conv_rate
     for key, value in overrides.items():
-        sections[_SECTIONS[key]][key] = value
+        sections[PARAMETERS[key]][key] = value
     pruning = sections["pruning"]
     pruning.setdefault("output_rate", output_rate(pruning["fc_rate"]))
     return Experiment(
@@ -309,18 +408,10 @@ def scaled_experiment(network: str, scale: str, **overrides) -> Experiment:
     """The paper's experiment for `network` (its rounds, trials and control networks) at
     `scale`; `overrides` win."""
     protocol = network_protocol(network)
+    if check_scale(scale) != "paper" and scale not in protocol.scales:
+        raise ValueError(f"network {network!r} has no settings for scale {scale!r} (its NetworkProtocol's `scales`)")
     paper = {"rounds": protocol.rounds, "trials": protocol.trials, "control_trials": protocol.control_trials}
-    return paper_experiment(network, **{**paper, **SCALES[check_scale(scale)][network], **overrides})
-
-
-def iterative_experiment(network: str, scale: str, **overrides) -> Experiment:
-    """Iterative pruning with both of the paper's controls: what the notebooks draw."""
-    return scaled_experiment(network, scale, controls=CONTROLS, **overrides)
-
-
-def oneshot_experiment(network: str, scale: str, **overrides) -> Experiment:
-    """The one-shot sweep at the same per-layer sizes, tickets only."""
-    return scaled_experiment(network, scale, strategy="oneshot", **overrides)
+    return paper_experiment(network, **{**paper, **protocol.scales.get(scale, {}), **overrides})
 
 
 def default_rewind_iterations(network: str, scale: str) -> list[int]:
@@ -328,18 +419,6 @@ def default_rewind_iterations(network: str, scale: str) -> list[int]:
     `REWIND_FRACTIONS` of its training (0 first; at least 1 where the fraction is not 0)."""
     iterations = scaled_experiment(network, scale).training.iterations
     return sorted({max(1, round(f * iterations)) if f else 0 for f in REWIND_FRACTIONS})
-
-
-def experiments_in_order(scale: str) -> list[Experiment]:
-    """Every experiment the notebooks draw at `scale` with their default parameters, in the
-    order `lth_lib.advance` trains them: LeNet iterative, the LeNet one-shot sweep, then
-    Conv-2, Conv-4 and Conv-6 (the Conv-2 one-shot sweep is left out: its trained dense
-    networks, which its levels are pruned from, are too large to travel)."""
-    return [
-        iterative_experiment("lenet300", scale),
-        oneshot_experiment("lenet300", scale),
-        *(iterative_experiment(network, scale) for network in ("conv2", "conv4", "conv6")),
-    ]
 
 
 def _choice(name: str, value: str, allowed: tuple[str, ...]) -> None:

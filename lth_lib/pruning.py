@@ -11,10 +11,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from lth_lib.models import count_prunable, parameter_shapes
+from lth_lib.models import WEIGHT, State, count_prunable, weight_shapes
 from lth_lib.protocol import Experiment
 
 Mask = dict[str, torch.Tensor]
+
 
 def surviving_counts(counts: dict[str, int], rates: dict[str, float], rounds: int = 1) -> dict[str, int]:
     """Weights left in each layer after `rounds` rounds starting from `counts` survivors."""
@@ -26,11 +27,7 @@ def surviving_counts(counts: dict[str, int], rates: dict[str, float], rounds: in
 
 def dense_mask(network: str) -> Mask:
     """A mask keeping every weight of one member of `network`."""
-    return {
-        key.split(".")[1]: torch.ones(shape, dtype=torch.bool)
-        for key, shape in parameter_shapes(network).items()
-        if key.endswith("weight")
-    }
+    return {layer: torch.ones(shape, dtype=torch.bool) for layer, shape in weight_shapes(network).items()}
 
 
 def mask_counts(mask: Mask) -> dict[str, int]:
@@ -85,6 +82,15 @@ def magnitude_prune(
         kept = _keep_largest(flat, keep).split([s.numel() for s in scores.values()])
         return {layer: k.view(scores[layer].shape) for layer, k in zip(scores, kept)}
     raise ValueError(f"unknown pruning scope {scope!r}; use 'layer' or 'global'")
+
+
+def prune_tickets(exp: Experiment, weights: list[State], masks: list[Mask], rounds: int = 1) -> list[Mask]:
+    """Each trial's next ticket mask: `rounds` rounds of `exp`'s magnitude pruning of its
+    trained weights (member states), from its mask `masks`."""
+    return [
+        magnitude_prune({layer: w[WEIGHT.format(layer)] for layer in m}, m, exp.rates, rounds, exp.pruning.scope)
+        for w, m in zip(weights, masks)
+    ]
 
 
 def random_prune(mask: Mask, generator: torch.Generator) -> Mask:

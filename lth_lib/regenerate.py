@@ -46,29 +46,12 @@ from pathlib import Path
 import torch
 
 from lth_lib.cluster import EXECUTORS, Options
-from lth_lib.lottery import device_name
-from lth_lib.notebook import COMMITTED_FIGURES, NotebookParameters, check_parameter_names
-from lth_lib.protocol import SCALES, check_scale, default_scale
+from lth_lib.notebook import COMMITTED_FIGURES, NOTEBOOKS, NotebookParameters
+from lth_lib.paths import PROJECT
+from lth_lib.protocol import SCALES, Experiment, check_scale, default_scale
+from lth_lib.train import default_device, device_name
 
-PROJECT = Path(__file__).resolve().parents[1]
-NOTEBOOKS = PROJECT / "notebooks"
-# The order they run in: the later notebooks reuse the earlier ones' stored runs.
-ORDER = (
-    "lenet_mnist", "conv_cifar10", "oneshot_vs_iterative", "controls", "weight_travel", "tickets", "dropout",
-    "rewinding",
-)  # fmt: skip
-# What each notebook draws with its default parameters: per network, the NotebookParameters
-# methods that make its experiments.
-DRAWS = {
-    "lenet_mnist": {"lenet300": ("iterative",)},
-    "conv_cifar10": {"conv2": ("iterative",), "conv4": ("iterative",), "conv6": ("iterative",)},
-    "oneshot_vs_iterative": {"lenet300": ("iterative", "oneshot"), "conv2": ("iterative", "oneshot")},
-    "controls": {"lenet300": ("iterative",), "conv2": ("iterative",)},
-    "weight_travel": {"lenet300": ("iterative",)},
-    "tickets": {"lenet300": ("iterative",), "conv2": ("iterative",)},
-    "dropout": {"conv2": ("dropout", "iterative"), "conv4": ("dropout", "iterative"), "conv6": ("dropout", "iterative")},
-    "rewinding": {"lenet300": ("rewinding",), "conv2": ("rewinding",)},
-}
+NOTEBOOK_DIR = (PROJECT or Path.cwd()) / "notebooks"
 
 
 @dataclass
@@ -81,9 +64,10 @@ class Outcome:
 
 
 def notebook_names() -> list[str]:
-    """Every notebook in notebooks/, in running order."""
-    found = {p.stem for p in NOTEBOOKS.glob("*.ipynb")}
-    return [n for n in ORDER if n in found] + sorted(found - set(ORDER))
+    """Every notebook in notebooks/, in running order (`notebook.NOTEBOOKS`' order: the later
+    notebooks reuse the earlier ones' stored runs)."""
+    found = {p.stem for p in NOTEBOOK_DIR.glob("*.ipynb")}
+    return [n for n in NOTEBOOKS if n in found] + sorted(found - set(NOTEBOOKS))
 
 
 def check_request(names: list[str], parameters: dict) -> None:
@@ -92,8 +76,8 @@ def check_request(names: list[str], parameters: dict) -> None:
     unknown = [n for n in names if n not in known]
     if unknown:
         raise ValueError(f"unknown notebook(s) {', '.join(unknown)}; notebooks: {', '.join(known)}")
-    check_parameter_names(parameters)
-    NotebookParameters(**parameters)  # bad values raise here
+    for name in names:
+        NotebookParameters.of(parameters, name if name in NOTEBOOKS else None)  # bad names and values raise here
 
 
 def run_name(scale: str, parameters: dict) -> str:
@@ -107,21 +91,13 @@ def default_figures_dir(names: list[str], scale: str, parameters: dict, out_dir:
     a committed scale with no overrides; out_dir/figures for any other run, so it never
     replaces those."""
     if set(names) == set(notebook_names()) and scale in COMMITTED_FIGURES and not parameters:
-        return PROJECT / COMMITTED_FIGURES[scale]
+        return NOTEBOOK_DIR.parent / COMMITTED_FIGURES[scale]
     return out_dir / "figures"
 
 
-def notebook_experiments(name: str, params: NotebookParameters) -> list:
-    """The experiments notebook `name` draws with `params`: its networks (`params.networks`,
-    else its own) with its `DRAWS` methods."""
-    networks = params.network_list or list(DRAWS[name])
-    methods = dict.fromkeys(m for strategies in DRAWS[name].values() for m in strategies)
-    return [e for network in networks for e in _experiments(params, network, DRAWS[name].get(network, tuple(methods)))]
-
-
-def _experiments(params: NotebookParameters, network: str, methods: tuple[str, ...]) -> list:
-    made = [getattr(params, method)(network) for method in methods]  # a method returns one or {k: experiment}
-    return [e for m in made for e in (m.values() if isinstance(m, dict) else [m])]
+def drawn_experiments(params: NotebookParameters) -> list[Experiment]:
+    """Every experiment the notebook of `params` draws with them."""
+    return [exp for drawn in params.experiments().values() for exp in drawn.values()]
 
 
 def drawable(names: list[str], scale: str) -> dict[str, list[str]]:
@@ -131,13 +107,11 @@ def drawable(names: list[str], scale: str) -> dict[str, list[str]]:
     from lth_lib.advance import levels_stored
     from lth_lib.portable import portable_store
 
-    store, params = portable_store(scale), NotebookParameters(scale=scale)
-    plan = {}
+    store, plan = portable_store(scale), {}
     for name in names:
-        networks = [
-            network for network, methods in DRAWS[name].items()
-            if store is not None and all(levels_stored(e, store) > 1 for e in _experiments(params, network, methods))
-        ]  # fmt: skip
+        drawn = NotebookParameters(name, scale).experiments()
+        networks = [network for network, experiments in drawn.items()
+                    if store is not None and all(levels_stored(e, store) > 1 for e in experiments.values())]  # fmt: skip
         if networks:
             plan[name] = networks
     return plan
@@ -188,11 +162,11 @@ def regenerate(names: list[str], scale: str, parameters: dict[str, dict], out_di
         error = None
         try:
             papermill.execute_notebook(
-                NOTEBOOKS / f"{name}.ipynb",
+                NOTEBOOK_DIR / f"{name}.ipynb",
                 out_dir / f"{name}.ipynb",
                 parameters={"scale": scale, "figures_dir": str(figures_dir), **parameters[name]},
                 kernel_name="python3",
-                cwd=str(NOTEBOOKS),
+                cwd=str(NOTEBOOK_DIR),
                 progress_bar=False,
                 stdout_file=sys.stdout,  # the notebook's tables and progress bars, as they come
                 stderr_file=sys.stderr,
@@ -248,7 +222,8 @@ def keep_notebook(executed: Path, kept: Path) -> None:
 
 def _readable(text: str) -> str:
     """`text` without the project's folder, carriage-return redraws or tqdm's timings."""
-    text = text.replace(f"{PROJECT}{os.sep}", "").replace(str(PROJECT), ".")
+    project = NOTEBOOK_DIR.parent
+    text = text.replace(f"{project}{os.sep}", "").replace(str(project), ".")
     text = "\n".join(line.rsplit("\r", 1)[-1] for line in text.split("\n"))
     return re.sub(r" ?\[[0-9:]+<[^\]]*\]", "", text)
 
@@ -263,12 +238,12 @@ def refresh(names: list[str]) -> None:
     with tempfile.TemporaryDirectory() as results:
         os.environ.update(LTH_SCALE="smoke", LTH_RESULTS=results)
         for name in names:
-            path = NOTEBOOKS / f"{name}.ipynb"
+            path = NOTEBOOK_DIR / f"{name}.ipynb"
             started = time.perf_counter()
             nb = nbformat.read(path, as_version=4)
             client = nbclient.NotebookClient(
                 nb, timeout=600, kernel_name="python3", record_timing=False,
-                resources={"metadata": {"path": str(NOTEBOOKS)}}, **kernel_options(),
+                resources={"metadata": {"path": str(NOTEBOOK_DIR)}}, **kernel_options(),
             )
             client.execute()
             nbformat.write(clean_notebook(nb), path)
@@ -277,7 +252,7 @@ def refresh(names: list[str]) -> None:
 
 def write_timings(outcomes: list[Outcome], scale: str, figures_dir: Path) -> Path:
     """figures/timings-<scale>.md: what ran, on what, and how long it took."""
-    device = device_name(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+    device = device_name(default_device())
     lines = [
         f"# Regeneration at scale `{scale}`",
         "",
@@ -323,22 +298,21 @@ def train_on_cluster(names: list[str], scale: str, parameters: dict[str, dict], 
     from lth_lib import cluster
     from lth_lib.data import DATA_ENV
     from lth_lib.paths import env_path
-    from lth_lib.portable import COMMITTED_SCALES, portable_store
+    from lth_lib.portable import committed_store
     from lth_lib.store import results_root
 
     if collect_from is not None:
         jobs = cluster.collect(collect_from)
         print(f"waiting for the {len(jobs)} jobs recorded in {collect_from}", flush=True)
     else:
-        params = {name: NotebookParameters(**{"scale": scale, **parameters[name]}) for name in names}
-        experiments = [e for name in names for e in notebook_experiments(name, params[name])]
+        params = {name: NotebookParameters.of({"scale": scale, **parameters[name]}, name) for name in names}
+        experiments = [e for name in names for e in drawn_experiments(params[name])]
         work = cluster.units(experiments, options.device)
         first = params[names[0]]
         data = first.data_root or (str(env_path(DATA_ENV)) if env_path(DATA_ENV) else None)
         results = str(results_root(first.results_root).resolve())
-        committed = portable_store(scale) if scale in COMMITTED_SCALES else None  # as NotebookParameters.run
-        portable = str(committed) if committed is not None and committed.is_dir() else None
-        jobs = cluster.submit(work, options, data, results, portable)
+        committed = committed_store(scale)  # as NotebookParameters.run draws
+        jobs = cluster.submit(work, options, data, results, str(committed) if committed is not None else None)
         print(f"{len(work)} trial groups of {len({u.experiment.identity() for u in work})} experiments as "
               f"{len(jobs)} {options.executor} jobs ({options.threads} thread{'s' if options.threads > 1 else ''} "
               f"each{f', {options.gpus_per_job} GPU' if options.gpus_per_job else ''}), into {results}; "
@@ -359,12 +333,14 @@ def train_on_cluster(names: list[str], scale: str, parameters: dict[str, dict], 
     return None
 
 
-def main(argv: list[str] | None = None) -> int:
+def parser() -> argparse.ArgumentParser:
+    """The command line."""
     parser = argparse.ArgumentParser(prog="python -m lth_lib.regenerate", description=__doc__.split("\n")[0])
     parser.add_argument("notebooks", nargs="*", help=f"which to run (default: all of {', '.join(notebook_names())})")
     parser.add_argument("--scale", help=f"one of {', '.join(SCALES)} (default: $LTH_SCALE, else paper with a GPU, else cpu)")
     parser.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
-                        help="a notebook parameter for every notebook, e.g. -p trials 3")
+                        help="a notebook parameter for every notebook, e.g. -p trials 3 or -p conv_rate 0.2 "
+                             "(any field of an experiment: lth_lib.notebook.parameter_names())")
     parser.add_argument("--out", type=Path, default=None,
                         help="executed notebooks (default: out/<run>, e.g. out/smoke or out/cpu-trials-3)")
     parser.add_argument("--figures", type=Path, default=None,
@@ -389,45 +365,65 @@ def main(argv: list[str] | None = None) -> int:
     cluster.add_argument("--no-wait", action="store_true", help="SLURM: return once the jobs are submitted")
     cluster.add_argument("--collect", type=Path, metavar="FOLDER",
                          help="wait for the jobs a --no-wait submission recorded in FOLDER, then draw")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def cluster_options(args: argparse.Namespace) -> Options | None:
+    """The jobs' options the command line gives (None: no jobs); ValueError for a bad mix."""
+    given = {name: getattr(args, name) for name in ("jobs", "partition", "gpus_per_job", "cpus_per_job", "time_min")}
+    given = {name: value for name, value in given.items() if value is not None}
+    if args.executor is None:
+        if given or args.no_wait:
+            raise ValueError("--jobs, --partition, --gpus-per-job, --cpus-per-job, --time and --no-wait need --executor")
+        return None
+    if args.collect is not None:
+        raise ValueError("--collect waits for jobs submitted earlier: give it without --executor")
+    if args.no_wait and args.executor != "slurm":
+        raise ValueError("--no-wait needs --executor slurm: local jobs end with the command that started them")
+    return Options(args.executor, **given)
+
+
+def drawing_only(names: list[str], scale: str, per_notebook: dict[str, dict]) -> list[str] | None:
+    """For a run that must not train (paper scale without a GPU): the notebooks that have
+    stored results to draw, each limited to the networks they cover unless `networks` is
+    given (in `per_notebook`); None, after saying why, where there is nothing to draw."""
+    plan = drawable(names, scale)
+    if not plan:
+        print(nothing_stored_text(scale), file=sys.stderr)
+        return None
+    for name in names:
+        if name not in plan:
+            print(f"{name}: skipped, no {scale}-scale results of {', '.join(NOTEBOOKS[name].networks)} are stored")
+        elif "networks" not in per_notebook[name] and plan[name] != list(NOTEBOOKS[name].networks):
+            per_notebook[name]["networks"] = ",".join(plan[name])  # what the committed results cover
+    return [name for name in names if name in plan]
+
+
+def main(argv: list[str] | None = None) -> int:
+    command = parser()
+    args = command.parse_args(argv)
     if args.refresh:
         names = args.notebooks or notebook_names()
         check_request(names, {})
         refresh(names)
         return 0
-
     parameters = {name: _value(value) for name, value in args.parameter}
     scale = args.scale
     if scale is None:
         scale = default_scale()
         print(f"no --scale given: using {scale!r} (the default scale: $LTH_SCALE, else paper with a GPU, else cpu)")
+    names = args.notebooks or notebook_names()
+    if {"scale", "figures_dir", "train"} & set(parameters):
+        command.error("give the scale with --scale, the figures folder with --figures, training with --train")
     try:
         check_scale(scale)
-        names = args.notebooks or notebook_names()
         check_request(names, {"scale": scale, **parameters})
-    except ValueError as error:
-        parser.error(str(error))
-    if {"scale", "figures_dir", "train"} & set(parameters):
-        parser.error("give the scale with --scale, the figures folder with --figures, training with --train")
-    options = None
-    given = {name: getattr(args, name) for name in ("jobs", "partition", "gpus_per_job", "cpus_per_job", "time_min")}
-    given = {name: value for name, value in given.items() if value is not None}
-    if args.executor is not None:
-        if args.collect is not None:
-            parser.error("--collect waits for jobs submitted earlier: give it without --executor")
-        if args.no_wait and args.executor != "slurm":
-            parser.error("--no-wait needs --executor slurm: local jobs end with the command that started them")
-        try:
-            options = Options(args.executor, **given)
-        except ValueError as error:
-            parser.error(str(error))
-    elif given or args.no_wait:
-        parser.error("--jobs, --partition, --gpus-per-job, --cpus-per-job, --time and --no-wait need --executor")
-    out_dir = (args.out or PROJECT / "out" / run_name(scale, parameters)).resolve()
+        options = cluster_options(args)
+    except (ValueError, TypeError) as error:
+        command.error(str(error))
+    out_dir = (args.out or NOTEBOOK_DIR.parent / "out" / run_name(scale, parameters)).resolve()
     figures_dir = (args.figures or default_figures_dir(names, scale, parameters, out_dir)).resolve()
-    per_notebook = {name: dict(parameters) for name in names}
-    if args.train:
-        per_notebook = {name: {**p, "train": True} for name, p in per_notebook.items()}
+    per_notebook = {name: {**parameters, **({"train": True} if args.train else {})} for name in names}
     jobs = []  # the training jobs' outcome, when they run first
     if options is not None or args.collect is not None:
         if options is not None:
@@ -439,21 +435,17 @@ def main(argv: list[str] | None = None) -> int:
         what = f"{options.jobs} {options.executor} jobs" if options is not None else f"jobs of {args.collect}"
         jobs = [Outcome(f"training: {what}", time.perf_counter() - started)]
     elif not args.train and not NotebookParameters(scale=scale).training:  # draw from the committed results only
-        plan = drawable(names, scale)
-        if not plan:
-            print(nothing_stored_text(scale), file=sys.stderr)
+        names = drawing_only(names, scale, per_notebook)
+        if names is None:
             return 1
-        for name in names:
-            if name not in plan:
-                print(f"{name}: skipped, no {scale}-scale results of {', '.join(DRAWS[name])} are stored")
-            elif "networks" not in parameters and list(plan[name]) != list(DRAWS[name]):
-                per_notebook[name]["networks"] = ",".join(plan[name])  # what the committed results cover
-        names = [name for name in names if name in plan]
     out_dir.mkdir(parents=True, exist_ok=True)
     print(f"figures go to {figures_dir}, executed notebooks to {out_dir}", flush=True)
+    return summarise(jobs + regenerate(names, scale, per_notebook, out_dir, figures_dir), scale, out_dir, figures_dir)
 
-    outcomes = jobs + regenerate(names, scale, per_notebook, out_dir, figures_dir)
-    if set(names) == set(notebook_names()):
+
+def summarise(outcomes: list[Outcome], scale: str, out_dir: Path, figures_dir: Path) -> int:
+    """Print how each notebook went, write the timings of a full regeneration; the exit code."""
+    if {o.notebook for o in outcomes} >= set(notebook_names()):
         written = f"written to {write_timings(outcomes, scale, figures_dir).name}"
     else:  # a subset's times would replace the whole run's
         written = f"a subset: timings-{scale}.md left as it was"

@@ -1,20 +1,55 @@
-"""What an experiment produced: a `Record` per trained network and level, the `Results`
-of a run, and their reports (tables, fixed-width summaries, the controls' gaps).
+"""What an experiment produced: a `Record` per trained network and level, a `Level` (one
+finished level of some trials, as the lottery loop carries it and the stores keep it),
+the `Results` of a run, and their reports (tables, fixed-width summaries, the controls'
+gaps).
 
-Every report reads records only, so results drawn from a store and results just trained
-read alike.
+A store may not keep every tensor a level had (the portable store keeps large masks and
+weights only where a resume needs them): what it does not keep is a `NotKept`, which
+raises `NotKeptError` saying what is missing and why as soon as it is used, so no caller
+checks for it. Every report reads records only, so results drawn from a store and
+results just trained read alike.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
+from lth_lib.models import State
+from lth_lib.paths import atomic_write
 from lth_lib.protocol import Experiment
 from lth_lib.pruning import Mask
+
+METRICS = ("val_loss", "val_acc", "test_loss", "test_acc")  # a curve holds these at each "iteration"
+
+
+class NotKeptError(LookupError):
+    """Masks or weights were asked for that the store the results come from does not keep."""
+
+
+class NotKept:
+    """In place of per-trial masks or weights that a store does not keep: any use of it
+    (indexing, iterating, its length or truth) raises NotKeptError with `why`."""
+
+    def __init__(self, why: str):
+        self.why = why
+
+    def _refuse(self, *args) -> None:
+        raise NotKeptError(self.why)
+
+    __getitem__ = __iter__ = __len__ = __bool__ = _refuse
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, NotKept) and other.why == self.why
+
+    __hash__ = None
+
+    def __repr__(self) -> str:
+        return f"NotKept({self.why!r})"
 
 
 @dataclass
@@ -36,16 +71,96 @@ class Record:
 
 
 @dataclass
+class Level:
+    """One finished level of some trials: their records, and what the levels after it
+    start from. Each list holds one entry per trial in `trials` order; None where the
+    level has no such thing (only level 0 has dense weights), NotKept where it had them
+    and the store they come from did not keep them."""
+
+    records: list[Record]
+    next_masks: list[Mask] | NotKept | None = None  # each trial's ticket mask for the next level
+    dense: list[State] | NotKept | None = None  # level 0: each trial's trained dense network
+    rewind: list[State] | NotKept | None = None  # level 0, late rewinding: each trial's weights at iteration k
+    trained: dict | None = None  # how it was trained: seconds, networks, at once, device, torch, trials
+
+    @property
+    def trials(self) -> list[int]:
+        """The trials this level holds (every trial has a ticket record), in order."""
+        return sorted({r.trial for r in self.records})
+
+    def select(self, trials: list[int]) -> Level | None:
+        """The level of `trials` only (None if it lacks one of them)."""
+        mine = self.trials
+        if not set(trials) <= set(mine):
+            return None
+        at = [mine.index(t) for t in trials]
+
+        def pick(values):
+            return values if values is None or isinstance(values, NotKept) else [values[i] for i in at]
+
+        records = [r for t in trials for r in self.records if r.trial == t]
+        return Level(records, pick(self.next_masks), pick(self.dense), pick(self.rewind), self.trained)
+
+    @classmethod
+    def join(cls, levels: list[Level]) -> Level:
+        """The trials of `levels` side by side (see `concatenated`). `trained` is the one
+        record where one job trained them all, else a summary."""
+
+        def joined(name: str):
+            return concatenated([getattr(level, name) for level in levels])
+
+        records = [r for level in levels for r in level.records]
+        return cls(records, joined("next_masks"), joined("dense"), joined("rewind"), _joined_training(levels))
+
+    def filled_from(self, other: Level | None) -> Level:
+        """This level with what it does not keep taken from `other`, the same level from
+        another store (`other` must hold the same records)."""
+        if other is None:
+            return self
+
+        def fill(name: str):
+            ours = getattr(self, name)
+            return getattr(other, name) if isinstance(ours, NotKept) else ours
+
+        return Level(self.records, fill("next_masks"), fill("dense"), fill("rewind"), self.trained)
+
+
+def concatenated(parts: list) -> list | NotKept | None:
+    """Per-trial lists of groups of trials, one after another; the first NotKept if a
+    group's is not kept, else None if a group has none."""
+    not_kept = [p for p in parts if isinstance(p, NotKept)]
+    if not_kept:
+        return not_kept[0]
+    return None if any(p is None for p in parts) else [x for p in parts for x in p]
+
+
+def _joined_training(levels: list[Level]) -> dict | None:
+    """How the trials of `levels` were trained: one job's record if one job trained them
+    all, else the jobs' seconds and networks summed (each job's record names its trials)."""
+    jobs = list({json.dumps(level.trained, sort_keys=True): level.trained for level in levels}.values())
+    if any(job is None for job in jobs):
+        return None
+    if len(jobs) == 1:
+        return jobs[0]
+    return {
+        "seconds": round(sum(j["seconds"] for j in jobs), 1), "levels_in_job": max(j["levels_in_job"] for j in jobs),
+        "networks": sum(j["networks"] for j in jobs), "at_once": max(j["at_once"] for j in jobs),
+        "device": ", ".join(sorted({j["device"] for j in jobs})), "torch": ", ".join(sorted({j["torch"] for j in jobs})),
+        "trials": sorted(t for j in jobs for t in j.get("trials", [])),
+    }  # fmt: skip
+
+
+@dataclass
 class Results:
     """A finished experiment: its records, and where they are stored (None: not stored)."""
 
     experiment: Experiment
     records: list[Record]
     directory: Path | None
-    initial_weights: list[dict]  # each trial's theta_0
-    rewind_weights: list[dict] | None  # each trial's weights at the rewind iteration k (theta_0 if k = 0)
-    dense_weights: list[dict] | None  # each trial's trained dense network (level 0; None: not stored)
-    masks: dict[int, list[Mask] | None]  # level -> each trial's ticket mask (None: not stored)
+    initial_weights: list[State]  # each trial's theta_0
+    rewind_weights: list[State] | NotKept  # each trial's weights at the rewind iteration k (theta_0 if k = 0)
+    dense_weights: list[State] | NotKept  # each trial's trained dense network (level 0)
+    masks: dict[int, list[Mask] | NotKept]  # level -> each trial's ticket mask
 
     def table(self) -> pd.DataFrame:
         """One row per trained member and level."""
@@ -84,6 +199,13 @@ class Results:
     def curves(self) -> pd.DataFrame:
         """Tidy curves: one row per member, level and evaluation point."""
         return curves_table(self.records)
+
+    def write_tables(self) -> None:
+        """records.csv (`table`) and curves.csv (`curves`) beside the stored levels, each
+        loadable with one pandas.read_csv call (nothing where the results are not stored)."""
+        if self.directory is not None:
+            for name, table in (("records.csv", self.table()), ("curves.csv", self.curves())):
+                atomic_write(self.directory / name, table.to_csv(index=False).encode())
 
 
 def summary_text(results: Results, kinds: tuple[str, ...] | None = None) -> str:

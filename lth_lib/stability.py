@@ -14,14 +14,12 @@ from dataclasses import dataclass
 
 import torch
 
-from lth_lib.data import Dataset
+from lth_lib.data import Dataset, test_subset
 from lth_lib.models import Network
 from lth_lib.protocol import INTERPOLATION_POINTS
 from lth_lib.results import Results
 from lth_lib.seeding import derive_seed
-from lth_lib.train import Member, test_subset, train
-
-EVAL_CHUNK = 4096  # examples a line's networks evaluate at once (bounds memory)
+from lth_lib.train import Member, evaluate, train
 
 
 def interpolate(network: Network, first: int, second: int, points: int = INTERPOLATION_POINTS) -> Network:
@@ -38,22 +36,20 @@ def interpolate(network: Network, first: int, second: int, points: int = INTERPO
     return line
 
 
-@torch.no_grad()
-def error_rates(network: Network, x: torch.Tensor, y: torch.Tensor) -> list[float]:
-    """Each member's error rate on the examples `x` (shared by all members), labels `y`."""
-    wrong = torch.zeros(network.members, device=x.device)
-    for start in range(0, len(x), max(1, EVAL_CHUNK // network.members)):
-        part = slice(start, start + max(1, EVAL_CHUNK // network.members))
-        wrong += (network(x[part]).argmax(-1) != y[part]).sum(1)
-    return (wrong / len(x)).tolist()
+def error_rates(network: Network, x_all: torch.Tensor, y_all: torch.Tensor, idx: torch.Tensor | None = None
+                ) -> list[float]:  # fmt: skip
+    """Each member's error rate on the examples `idx` (default: all) of (x_all, y_all),
+    shared by all members (`train.evaluate`, as training evaluates)."""
+    idx = torch.arange(len(x_all), device=x_all.device) if idx is None else idx
+    _, correct = evaluate(network, x_all, y_all, idx)
+    return ((idx.shape[-1] - correct) / idx.shape[-1]).tolist()
 
 
-def interpolation_errors(
-    network: Network, first: int, second: int, x: torch.Tensor, y: torch.Tensor, points: int = INTERPOLATION_POINTS
-) -> list[float]:
-    """The error on (x, y) at `points` evenly spaced points of the line from member `first`
-    to member `second` of a stacked `network`."""
-    return error_rates(interpolate(network, first, second, points), x, y)
+def interpolation_errors(network: Network, first: int, second: int, x_all: torch.Tensor, y_all: torch.Tensor,
+                         idx: torch.Tensor | None = None, points: int = INTERPOLATION_POINTS) -> list[float]:  # fmt: skip
+    """The error on the examples `idx` (default: all) of (x_all, y_all) at `points` evenly
+    spaced points of the line from member `first` to member `second` of a stacked `network`."""
+    return error_rates(interpolate(network, first, second, points), x_all, y_all, idx)
 
 
 def instability(errors: list[float]) -> float:
@@ -82,14 +78,14 @@ def stability(results: Results, level: int, data: Dataset, trial: int = 0) -> St
     their own, and measure the test error on the line between them (on the test examples
     the experiment evaluates on). Both copies train as one stack, on `data`'s device."""
     exp = results.experiment
-    masks, start = results.masks.get(level), results.rewind_weights
-    if masks is None or start is None:
-        raise ValueError(f"these results do not keep the mask of level {level} or the weights at iteration k")
+    if level not in results.masks:
+        raise ValueError(f"level must be one of {sorted(results.masks)}, got {level}")
+    mask, start = results.masks[level][trial], results.rewind_weights[trial]
     seed, k = exp.seeds[trial], exp.pruning.rewind_iteration
-    copies = [Member(start[trial], masks[trial], seed, derive_seed(seed, f"stability/copy{c}")) for c in (0, 1)]
+    copies = [Member(start, mask, seed, derive_seed(seed, f"stability/copy{c}")) for c in (0, 1)]
     trained = train(exp.network, copies, data, exp.training, start_iteration=k)
     pair = Network(exp.network, members=2).to(data.test_x.device)
     pair.load_members([r.final_weights for r in trained])
     idx = test_subset(len(data.test_x), exp.training.eval_examples).to(data.test_x.device)
-    errors = interpolation_errors(pair, 0, 1, data.test_x[idx], data.test_y[idx])
+    errors = interpolation_errors(pair, 0, 1, data.test_x, data.test_y, idx)
     return Stability(k, level, results.percent_remaining(level), errors)

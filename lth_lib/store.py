@@ -1,12 +1,27 @@
-"""The results store: every finished level of an experiment on disk, found again by hash.
+"""The level store: an experiment's finished levels behind one interface, `LevelStore`
+(`get`, `put`, `lock`), over two backends read in one order:
+
+1. the portable store (`lth_lib.portable`): small level files that travel and are
+   committed (the paper-scale results, `figures/data/paper/`); read only here;
+2. the results store (this module): every level a run trains, with every tensor a later
+   level needs; written here.
+
+A level the portable store holds is served from it, with what it does not keep filled in
+from the results store's copy of the same level where there is one (`Level.filled_from`);
+what neither keeps stays `NotKept`. The results store's levels are read only while they
+grew from the levels read before them: not once it disagrees with the portable store on
+a level, nor once a level has been trained anew.
+
+The results store on disk:
 
     <results root>/<network>-<strategy>-<identity>/
         experiment.json          the Experiment's fields, its identity, how it was run
         trial_0/level_000.pt     tensors a later level of trial 0 needs (masks, rewind/dense weights)
         trial_0/level_000.json   that trial's records and curves at that level, and the .pt's sha256
-        trial_0/lock             held by the process training trial 0 (`trial_locks`)
+        trial_0/lock             held by the process training trial 0 (`LevelStore.lock`)
         trial_1/...
         records.csv, curves.csv  tidy tables of every trial and level, written when a run ends
+                                 (`Results.write_tables`)
 
 The trials of an experiment are independent, so each has its own files: processes on
 different machines can train different trials into one results root on a shared
@@ -39,13 +54,119 @@ from pathlib import Path
 
 import torch
 
-from lth_lib.paths import PROJECT, env_path
-from lth_lib.protocol import Experiment
-from lth_lib.pruning import Mask, pack_mask, unpack_mask
-from lth_lib.results import Record, curves_table, records_table
+from lth_lib.data import DataNotFoundError, Dataset, data_copy
+from lth_lib.paths import PROJECT, atomic_write, env_path
+from lth_lib.portable import add_levels, read_level, stored_folders, stored_levels
+from lth_lib.protocol import Experiment, architecture
+from lth_lib.pruning import pack_mask, unpack_mask
+from lth_lib.results import Level, Record
 
 RESULTS_ENV = "LTH_RESULTS"
 STORE_VERSION = 1
+
+
+class LevelStore:
+    """The finished levels of some trials of an experiment, read in order with `get` from
+    the portable store's folder `committed`, then the results store's folder `directory`
+    (either None: none), and written with `put` into `directory` (None: not kept)."""
+
+    def __init__(self, trials: list[int], directory: Path | None, committed: Path | None):
+        self.trials, self.directory, self.committed = trials, directory, committed
+        self._read_results = directory is not None  # False once its later levels grew from other results
+        self._read_any = directory is not None or committed is not None  # False once a level is trained anew
+
+    def get(self, level: int) -> Level | None:
+        """The stored `level` of these trials, None if some trial lacks it. Levels are
+        asked for in order: 0, 1, 2, ..."""
+        if not self._read_any:
+            return None
+        local = load_level(self.directory, level, self.trials) if self._read_results else None
+        ours = read_level(self.committed, level) if self.committed is not None else None
+        ours = ours.select(self.trials) if ours is not None else None
+        if ours is None:
+            return local
+        if local is not None and local.records != ours.records:
+            self._read_results, local = False, None  # the results store's later levels grew from other results
+        return ours.filled_from(local)
+
+    def put(self, level: int, stored: Level) -> None:
+        """Keep a newly trained level (in the results store, if any); the stores' later
+        levels are not read after it, since they did not grow from it."""
+        self._read_any = False
+        if self.directory is not None:
+            save_level(self.directory, level, stored)
+
+    def lock(self) -> contextlib.AbstractContextManager:
+        """Hold these trials' locks in the results store while training them (`trial_locks`)."""
+        return trial_locks(self.directory, self.trials) if self.directory is not None else contextlib.nullcontext()
+
+
+@dataclass(frozen=True)
+class Stores:
+    """Where one run finds and keeps an experiment's levels: its folder in the portable
+    store (`committed`) and in the results store (`directory`), either None for none."""
+
+    exp: Experiment  # with the data copy it runs on
+    directory: Path | None
+    committed: Path | None
+
+    def levels(self, trials: list[int]) -> LevelStore:
+        """The levels of `trials`, to read in order and add to."""
+        return LevelStore(trials, self.directory, self.committed)
+
+
+def open_stores(
+    exp: Experiment,
+    *,
+    data: Dataset | None,
+    data_root: str | Path | None,
+    root: str | Path | None,
+    results_store: bool,
+    portable: str | Path | None,
+    training: bool,
+    max_members: int,
+) -> Stores:
+    """The stores of `exp`: the portable store `portable` (None: none) and the results
+    store under `root` (`results_root`; `results_store` False: none). Checked before any
+    work: the data copy `exp` runs on (`located`), and, for training, its results folder
+    made and described (experiment.json), or a clear error if it cannot be written."""
+    root = results_root(root) if results_store else None
+    portable = Path(portable) if portable is not None else None
+    exp = located(exp, data, data_root, portable, training)
+    directory = root / exp.folder_name if root is not None else None
+    if directory is not None and training:
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=directory):
+                pass
+        except OSError as error:
+            raise PermissionError(
+                f"cannot write the experiment's folder {directory} ({error.strerror}); "
+                f"pass results_root= or set {RESULTS_ENV} to a writable folder"
+            ) from None
+        description = {"identity": exp.identity(), "experiment": exp.to_dict(), "max_members": max_members}
+        atomic_write(directory / "experiment.json", json.dumps(description, indent=2).encode())
+    return Stores(exp, directory, portable / exp.folder_name if portable is not None else None)
+
+
+def located(exp: Experiment, data: Dataset | None, data_root, portable: Path | None, training: bool) -> Experiment:
+    """`exp` with the data copy it runs on: the data's; without training, the one `exp`
+    names, else the local copy's, else the one the portable store holds `exp` for."""
+    if not training and data is None and exp.data_copy:
+        return exp
+    if data is not None:
+        copy = data.copy
+    else:
+        try:
+            copy = data_copy(architecture(exp.network).dataset, data_root)  # fails early if missing
+        except DataNotFoundError:
+            copies = list(stored_folders(exp, portable)) if portable is not None and not training else []
+            if len(copies) != 1:
+                raise
+            copy = copies[0]
+    if exp.data_copy and exp.data_copy != copy:
+        raise ValueError(f"experiment asks for data copy {exp.data_copy!r} but the data found is {copy!r}")
+    return dataclasses.replace(exp, data_copy=copy)
 
 
 def results_root(root: str | Path | None = None) -> Path:
@@ -59,110 +180,9 @@ def results_root(root: str | Path | None = None) -> Path:
     return PROJECT / "results" if PROJECT else Path.home() / ".cache" / "lth" / "results"
 
 
-def check_writable(directory: Path) -> None:
-    """Raise a clear error unless an experiment's `directory` can be created and written to."""
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=directory):
-            pass
-    except OSError as error:
-        raise PermissionError(
-            f"cannot write the experiment's folder {directory} ({error.strerror}); "
-            f"pass results_root= or set {RESULTS_ENV} to a writable folder"
-        ) from None
-
-
 def experiment_dir(exp: Experiment, root: str | Path | None = None) -> Path:
     """The directory that holds (or will hold) `exp`'s results."""
-    return results_root(root) / f"{exp.network}-{exp.pruning.strategy}-{exp.identity()}"
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write `data` to `path` so that a reader sees the old file or the whole new one."""
-    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", delete=False) as tmp:
-        tmp.write(data)
-        tmp.flush()
-        os.fsync(tmp.fileno())
-    os.replace(tmp.name, path)
-
-
-State = dict[str, torch.Tensor]
-
-
-@dataclass
-class Level:
-    """One finished level of some trials: their records, and what their levels after it
-    start from (None where this level does not keep it). Each list holds one entry per
-    trial in `trials` order."""
-
-    records: list[Record]
-    next_masks: list[Mask] | None = None  # each trial's ticket mask for the next level
-    dense: list[State] | None = None  # level 0: each trial's trained dense network
-    rewind: list[State] | None = None  # level 0, late rewinding: each trial's weights at iteration k
-    trained: dict | None = None  # how it was trained: seconds, networks, at once, device, torch, trials
-
-    @property
-    def trials(self) -> list[int]:
-        """The trials this level holds (every trial has a ticket record), in order."""
-        return sorted({r.trial for r in self.records})
-
-    def select(self, trials: Sequence[int]) -> Level | None:
-        """The level of `trials` only (None if it lacks one of them)."""
-        mine = self.trials
-        if not set(trials) <= set(mine):
-            return None
-        at = [mine.index(t) for t in trials]
-
-        def pick(values: list | None) -> list | None:
-            return None if values is None else [values[i] for i in at]
-
-        records = [r for t in trials for r in self.records if r.trial == t]
-        return Level(records, pick(self.next_masks), pick(self.dense), pick(self.rewind), self.trained)
-
-    @classmethod
-    def join(cls, levels: list[Level]) -> Level:
-        """The trials of `levels` side by side, each list None if any of them lacks it.
-        `trained` is the one record where one job trained them all, else a summary."""
-
-        def joined(name: str) -> list | None:
-            return concatenated([getattr(level, name) for level in levels])
-
-        records = [r for level in levels for r in level.records]
-        return cls(records, joined("next_masks"), joined("dense"), joined("rewind"), _joined_training(levels))
-
-    def tensors(self) -> dict:
-        """The level's tensor file contents (masks bit-packed; absent parts left out)."""
-        out = {"next_masks": None if self.next_masks is None else [pack_mask(m) for m in self.next_masks],
-               "dense": self.dense, "rewind": self.rewind, "trained": self.trained}  # fmt: skip
-        return {key: value for key, value in out.items() if value is not None}
-
-    @classmethod
-    def from_tensors(cls, records: list[Record], tensors: dict) -> Level:
-        """The level whose tensor file holds `tensors` (as `tensors()` wrote them)."""
-        masks = tensors.get("next_masks")
-        return cls(records, None if masks is None else [unpack_mask(m) for m in masks],
-                   tensors.get("dense"), tensors.get("rewind"), tensors.get("trained"))  # fmt: skip
-
-
-def concatenated(parts: list[list | None]) -> list | None:
-    """Per-trial lists of trial groups, one after another; None if any group lacks its list."""
-    return None if any(p is None for p in parts) else [x for p in parts for x in p]
-
-
-def _joined_training(levels: list[Level]) -> dict | None:
-    """How the trials of `levels` were trained: one job's record if one job trained them
-    all, else the jobs' seconds and networks summed (each job's record names its trials)."""
-    jobs = list({json.dumps(level.trained, sort_keys=True): level.trained for level in levels}.values())
-    if any(job is None for job in jobs):
-        return None
-    if len(jobs) == 1:
-        return jobs[0]
-    return {
-        "seconds": round(sum(j["seconds"] for j in jobs), 1), "levels_in_job": max(j["levels_in_job"] for j in jobs),
-        "networks": sum(j["networks"] for j in jobs), "at_once": max(j["at_once"] for j in jobs),
-        "device": ", ".join(sorted({j["device"] for j in jobs})), "torch": ", ".join(sorted({j["torch"] for j in jobs})),
-        "trials": sorted(t for j in jobs for t in j.get("trials", [])),
-    }  # fmt: skip
+    return results_root(root) / exp.folder_name
 
 
 def trial_dir(directory: Path, trial: int) -> Path:
@@ -207,9 +227,25 @@ def stored_level_numbers(directory: Path) -> list[int]:
     return sorted({int(p.stem.split("_")[1]) for p in paths})
 
 
+def sync(results_dir: Path, portable: Path) -> list[Path]:
+    """Write the finished levels that `results_dir` (an experiment's folder in the results
+    store; it may hold only the levels trained after those the portable store has) has for
+    every trial and the portable store `portable` lacks; the files written."""
+    target = portable / results_dir.name
+    have = set(stored_levels(target))
+    levels = [(level, stored) for level in stored_level_numbers(results_dir)
+              if (stored := load_level(results_dir, level)) is not None]  # fmt: skip
+    new = [(level, stored) for level, stored in levels if level not in have]
+    if not new:
+        return []
+    return add_levels(target, new, (results_dir / "experiment.json").read_bytes(), last=levels[-1][0])
+
+
 def _save_file(folder: Path, level: int, stored: Level) -> None:
+    tensors = {"next_masks": None if stored.next_masks is None else [pack_mask(m) for m in stored.next_masks],
+               "dense": stored.dense, "rewind": stored.rewind, "trained": stored.trained}  # fmt: skip
     buffer = io.BytesIO()
-    torch.save(stored.tensors(), buffer)
+    torch.save({key: value for key, value in tensors.items() if value is not None}, buffer)
     blob = buffer.getvalue()
     atomic_write(folder / f"level_{level:03d}.pt", blob)
     payload = {
@@ -230,7 +266,10 @@ def _load_file(folder: Path, level: int) -> Level | None:
         if hashlib.sha256(blob).hexdigest() != payload["tensors_sha256"]:
             return None
         records = [Record(**r) for r in payload["records"]]
-        return Level.from_tensors(records, torch.load(io.BytesIO(blob), weights_only=True, map_location="cpu"))
+        tensors = torch.load(io.BytesIO(blob), weights_only=True, map_location="cpu")
+        masks = tensors.get("next_masks")
+        return Level(records, None if masks is None else [unpack_mask(m) for m in masks],
+                     tensors.get("dense"), tensors.get("rewind"), tensors.get("trained"))  # fmt: skip
     except (OSError, ValueError, KeyError, TypeError, RuntimeError):
         return None
 
@@ -271,15 +310,3 @@ def trial_locks(directory: Path, trials: Sequence[int]) -> Iterator[None]:
     finally:
         for handle in reversed(held):
             handle.close()  # closing releases the lock
-
-
-def write_description(directory: Path, exp: Experiment, max_members: int) -> None:
-    """experiment.json: what this directory holds, readable by a person."""
-    description = {"identity": exp.identity(), "experiment": exp.to_dict(), "max_members": max_members}
-    atomic_write(directory / "experiment.json", json.dumps(description, indent=2).encode())
-
-
-def write_tables(directory: Path, records: list[Record]) -> None:
-    """records.csv and curves.csv, each loadable with one pandas.read_csv call."""
-    atomic_write(directory / "records.csv", records_table(records).to_csv(index=False).encode())
-    atomic_write(directory / "curves.csv", curves_table(records).to_csv(index=False).encode())

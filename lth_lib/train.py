@@ -13,21 +13,19 @@ alone (tests/test_train.py checks this against one-by-one training).
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 
-from lth_lib.data import Dataset, validation_split
-from lth_lib.models import Dropout, Network
+from lth_lib.data import Dataset, batch_indices, test_subset, validation_split
+from lth_lib.models import Dropout, Network, State
 from lth_lib.protocol import ADAM_BETAS, ADAM_EPS, TrainingHparams
 from lth_lib.pruning import Mask
-from lth_lib.seeding import generator
+from lth_lib.results import METRICS
 
-State = dict[str, torch.Tensor]
-
-CURVE_KEYS = ("iteration", "val_loss", "val_acc", "test_loss", "test_acc")
+CURVE_KEYS = ("iteration", *METRICS)
 # On a GPU, replay each step as a CUDA graph (LTH_CUDA_GRAPHS=0: launch its kernels one by one).
 CUDA_GRAPHS = os.environ.get("LTH_CUDA_GRAPHS", "1") != "0"
 # Examples evaluated at once, over all members: on a CPU 4,096; on a GPU more, within memory.
@@ -38,7 +36,7 @@ EVAL_EXAMPLES = {"cpu": 4096, "cuda_fc": 1 << 16, "cuda_conv": 1 << 13}
 class Member:
     """One network to train: its initial parameters, its mask and its seeds."""
 
-    weights: State  # initial parameters of one member (as `Network.member_state` gives)
+    weights: State  # initial parameters of one member, named as `Network.named_parameters()` names them
     mask: Mask
     data_seed: int  # determines the validation split, and the data order unless order_seed is set
     order_seed: int | None = None  # data order and dropout (None: data_seed); copies that differ here
@@ -96,37 +94,46 @@ def train(
     """
     if not 0 <= start_iteration < hparams.iterations:
         raise ValueError(f"start_iteration must be in [0, {hparams.iterations}), got {start_iteration}")
-    device = data.train_x.device
-    k, batch = len(members), hparams.batch_size
+    device, batch = data.train_x.device, hparams.batch_size
+    splits = [validation_split(len(data.train_x), m.data_seed) for m in members]
+    train_idx = torch.stack([s[0] for s in splits])
+    val_idx = torch.stack([s[1] for s in splits])[:, : hparams.eval_examples].to(device)
+    test_idx = test_subset(len(data.test_x), hparams.eval_examples).to(device)
+    batches = batch_indices(train_idx, [m.noise_seed for m in members], batch, start_iteration, device)
+    curve: dict[str, list[list[float]]] = {key: [] for key in CURVE_KEYS}
+    snapshot = None
     with float32_kernels():
         step = TrainStep.build(network_name, members, hparams.lr, device, hparams.dropout)
-        network = step.network
         take_step = step.feeder(data.train_x, data.train_y, batch)
-        splits = [validation_split(len(data.train_x), m.data_seed) for m in members]
-        train_idx = torch.stack([s[0] for s in splits])
-        val_idx = torch.stack([s[1] for s in splits])[:, : hparams.eval_examples].to(device)
-        test_idx = test_subset(len(data.test_x), hparams.eval_examples).to(device)
-        batches = _batch_indices(train_idx, [m.noise_seed for m in members], batch, start_iteration, device)
-
-        curve: dict[str, list[list[float]]] = {key: [] for key in CURVE_KEYS}
-        snapshot = None
         for iteration in range(start_iteration, hparams.iterations + 1):
             if iteration == snapshot_iteration:
-                snapshot = [network.member_state(i) for i in range(k)]
+                snapshot = _member_states(step.network)
             if iteration % hparams.eval_every == 0 or iteration == hparams.iterations:
-                _record(curve, iteration, _evaluate(network, data, val_idx, test_idx))
+                _record(curve, iteration, _metrics(step.network, data, val_idx, test_idx))
                 if progress is not None:
                     progress(iteration, {key: values[-1] for key, values in curve.items()})
             if iteration == hparams.iterations:
                 break
             take_step(next(batches))
-    return [_result(curve, i, network.member_state(i), snapshot[i] if snapshot else None) for i in range(k)]
+    final = _member_states(step.network)
+    return [_result(curve, i, final[i], snapshot[i] if snapshot else None) for i in range(len(members))]
 
 
-def test_subset(n_test: int, examples: int | None) -> torch.Tensor:
-    """The test examples every network is evaluated on: all `n_test` (examples=None), else
-    the same random `examples` of them for every network, in order."""
-    return torch.randperm(n_test, generator=generator(0, "test-subset"))[:examples].sort().values
+def _member_states(network: Network) -> list[State]:
+    """Each member's parameters as a {name: tensor} copy, without the member dimension."""
+    return [{name: p[k].detach().clone() for name, p in network.named_parameters()} for k in range(network.members)]
+
+
+def default_device(device: str | torch.device | None = None) -> torch.device:
+    """`device`, else where training runs unless told: the GPU if there is one, else the CPU."""
+    return torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+
+def device_name(device: torch.device) -> str:
+    """The GPU's name, or the CPU's core count: where a level was trained."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"CPU ({os.cpu_count()} cores)"
 
 
 def float32_kernels():
@@ -174,8 +181,8 @@ class TrainStep:
         self.masks = masks
         with torch.no_grad():
             torch._foreach_mul_(self.weights, self.masks)
-        self.manual = (not network.arch.conv and dropout is None) if manual is None else manual
-        if self.manual and (network.arch.conv or dropout is not None):
+        self.manual = (not network.arch.convolutional and dropout is None) if manual is None else manual
+        if self.manual and (network.arch.convolutional or dropout is not None):
             raise ValueError("the manual backward pass covers fully connected networks without dropout only")
         self.lr = lr
         self.params = list(network.parameters())
@@ -272,57 +279,44 @@ class TrainStep:
                 g = torch.ops.aten.threshold_backward(torch.bmm(g, layer.weight), a, 0.0)
 
 
-def _batch_indices(train_idx: torch.Tensor, seeds: list[int], batch: int, start: int, device: torch.device
-) -> Iterator[torch.Tensor]:
-    """Yield [K, batch] example indices: each member reshuffles its own split every epoch.
-
-    Batches that would straddle an epoch's end are dropped. Starting at `start` gives the
-    same batches as starting at 0 and skipping `start` of them.
-    """
-    gens = [generator(seed, "order") for seed in seeds]
-    per_epoch = train_idx.shape[1] // batch
-    epoch, offset = divmod(start, per_epoch)
-    for _ in range(epoch):
-        for g in gens:
-            torch.randperm(train_idx.shape[1], generator=g)
-    while True:
-        perm = torch.stack([row[torch.randperm(len(row), generator=g)] for row, g in zip(train_idx, gens)])
-        perm = perm[:, : per_epoch * batch].to(device).view(len(seeds), per_epoch, batch)
-        for step in range(offset, per_epoch):
-            yield perm[:, step]
-        offset = 0
-
-
 @torch.no_grad()
-def _evaluate(network: Network, data: Dataset, val_idx: torch.Tensor, test_idx: torch.Tensor) -> list[torch.Tensor]:
-    """Per-member [val_loss, val_acc, test_loss, test_acc] as four [K] tensors (on device)."""
-    on_gpu = data.test_x.device.type == "cuda"
-    budget = EVAL_EXAMPLES[f"cuda_{'conv' if network.arch.conv else 'fc'}" if on_gpu else "cpu"]
+def evaluate(network: Network, x_all: torch.Tensor, y_all: torch.Tensor, idx: torch.Tensor
+             ) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    """Each member's summed cross-entropy and number of correct answers ([K] tensors on the
+    device) over the examples `idx` of (x_all, y_all): [K, n] indices, one row per member,
+    or [n] shared by all. Examples go through in chunks that fit the device's memory."""
+    on_gpu = x_all.device.type == "cuda"
+    budget = EVAL_EXAMPLES[f"cuda_{'conv' if network.arch.convolutional else 'fc'}" if on_gpu else "cpu"]
     chunk = max(1, budget // network.members)
+    loss_sum = torch.zeros(network.members, device=x_all.device)
+    correct = torch.zeros(network.members, device=x_all.device)
+    for start in range(0, idx.shape[-1], chunk):
+        part = idx[..., start : start + chunk]
+        logits = network(x_all[part])  # [K, c, 10]; shared inputs broadcast to every member
+        y = y_all[part].expand(logits.shape[:2])
+        loss_sum += F.cross_entropy(logits.transpose(1, 2), y, reduction="none").sum(1)
+        correct += (logits.argmax(-1) == y).sum(1)
+    return loss_sum, correct
+
+
+def _metrics(network: Network, data: Dataset, val_idx: torch.Tensor, test_idx: torch.Tensor) -> list[torch.Tensor]:
+    """Per-member [val_loss, val_acc, test_loss, test_acc] as four [K] tensors (on device)."""
     out = []
     for idx, x_all, y_all in ((val_idx, data.train_x, data.train_y), (test_idx, data.test_x, data.test_y)):
-        loss_sum = torch.zeros(network.members, device=x_all.device)
-        correct = torch.zeros(network.members, device=x_all.device)
-        n = idx.shape[-1]
-        for start in range(0, n, chunk):
-            part = idx[..., start : start + chunk]
-            logits = network(x_all[part])  # [K, c, 10]; shared test inputs broadcast to every member
-            y = y_all[part].expand(logits.shape[:2])
-            loss_sum += F.cross_entropy(logits.transpose(1, 2), y, reduction="none").sum(1)
-            correct += (logits.argmax(-1) == y).sum(1)
-        out += [loss_sum / n, correct / n]
+        loss_sum, correct = evaluate(network, x_all, y_all, idx)
+        out += [loss_sum / idx.shape[-1], correct / idx.shape[-1]]
     return out
 
 
 def _record(curve: dict[str, list], iteration: int, metrics: list[torch.Tensor]) -> None:
     values = torch.stack(metrics).tolist()  # the one host sync per evaluation
     curve["iteration"].append(iteration)
-    for key, row in zip(CURVE_KEYS[1:], values):
+    for key, row in zip(METRICS, values):
         curve[key].append(row)
 
 
-def _result(curve: dict[str, list], k: int, final: State, snapshot: State | None) -> TrainResult:
-    own = {key: values if key == "iteration" else [v[k] for v in values] for key, values in curve.items()}
+def _result(curve: dict[str, list], member: int, final: State, snapshot: State | None) -> TrainResult:
+    own = {key: values if key == "iteration" else [v[member] for v in values] for key, values in curve.items()}
     return TrainResult(
         curve=own,
         **early_stop(own),

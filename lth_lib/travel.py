@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from lth_lib.lottery import weights_of
+from lth_lib.models import layer_weights
 from lth_lib.results import Results
 
 
@@ -20,13 +20,11 @@ def weight_travel(results: Results, level: int) -> pd.DataFrame:
     in magnitude."""
     if level not in results.masks or level == 0:
         raise ValueError(f"level must be one of the pruned levels {sorted(results.masks)[1:]}, got {level}")
-    if results.masks[level] is None or results.dense_weights is None:
-        raise ValueError(f"the store these results come from does not keep the masks of level {level} or the dense weights")
-    frames = []
+    network, frames = results.experiment.network, []
     for trial, (initial, final, mask) in enumerate(
         zip(results.initial_weights, results.dense_weights, results.masks[level])
     ):
-        initial, final = weights_of(initial), weights_of(final)
+        initial, final = layer_weights(network, initial), layer_weights(network, final)
         for layer, kept in mask.items():
             start, end = initial[layer].flatten(), final[layer].flatten()
             frames.append(

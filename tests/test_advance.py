@@ -10,12 +10,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from lth_lib.advance import advance, levels_stored
+from lth_lib.advance import advance, levels_stored, queue
 from lth_lib.data import pack_data
 from lth_lib.lottery import run
 from lth_lib.paths import PROJECT
 from lth_lib.portable import import_export
-from lth_lib.protocol import experiments_in_order
 
 BUDGET = 20
 
@@ -45,15 +44,15 @@ def test_advance_in_slots_ends_with_the_records_of_one_uninterrupted_run(local_d
     # back here, in a fresh checkout: import, then a second slot finishes the work
     committed = tmp_path / "committed"
     assert import_export(tmp_path / "export", committed)
-    done_before = sum(levels_stored(exp, committed) for exp in experiments_in_order("smoke"))
-    every = sum(exp.pruning.rounds + 1 for exp in experiments_in_order("smoke"))
+    done_before = sum(levels_stored(exp, committed) for exp in queue("smoke"))
+    every = sum(exp.pruning.rounds + 1 for exp in queue("smoke"))
     assert 0 < done_before < every if interrupted else done_before == every
     advance("smoke", 3600, committed, tmp_path / "second-results", local_data, "cpu")
 
     # one uninterrupted run on this machine gives the same records
-    for exp in experiments_in_order("smoke"):
+    for exp in queue("smoke"):
         assert levels_stored(exp, committed) == exp.pruning.rounds + 1
-        resumed = run(exp, data_root=local_data, portable=committed, results_root=tmp_path / "nothing", train=False,
+        resumed = run(exp, data_root=local_data, portable=committed, results_root=tmp_path / "nothing", training=False,
                       progress=False)  # fmt: skip
         whole = run(exp, data_root=local_data, results_root=tmp_path / "whole", device="cpu", progress=False)
         assert resumed.records == whole.records, f"{exp.network} {exp.pruning.strategy}"
@@ -89,10 +88,10 @@ def test_paper_scale_without_a_gpu_or_stored_results_says_what_training_would_ta
 
 
 def test_without_training_each_notebook_draws_the_networks_the_store_covers(local_data, tmp_path, monkeypatch):
-    from lth_lib.portable import sync
     from lth_lib.regenerate import drawable, notebook_names
+    from lth_lib.store import sync
 
-    lenet, _, conv2, *_ = experiments_in_order("smoke")
+    lenet, conv2, *_ = queue("smoke")
     for exp in (lenet, conv2):
         results = run(exp, data_root=local_data, results_root=tmp_path / "results", progress=False)
         sync(results.directory, tmp_path / "store")

@@ -28,7 +28,7 @@ def test_two_local_jobs_give_the_serial_runs_records(local_data, tmp_path):
     assert len(jobs) == 2 and len({job.job_id for job in jobs}) == 2
     assert wait(jobs) == []
     serial = run(exp, data_root=local_data, results_root=tmp_path / "serial", max_members=3, progress=False)
-    apart = run(exp, data_root=local_data, results_root=tmp_path / "apart", max_members=3, progress=False, train=False)
+    apart = run(exp, data_root=local_data, results_root=tmp_path / "apart", max_members=3, progress=False, training=False)
     assert apart.records == serial.records  # every number, bit for bit
     recorded = json.loads((tmp_path / "jobs" / "jobs.json").read_text())
     assert [j["units"] for j in recorded["jobs"]] == [[str(u)] for u in work]
@@ -56,7 +56,7 @@ def test_a_job_interrupted_mid_level_is_requeued_and_resumes_to_the_same_numbers
     assert {name: after[name] for name in first} == first  # ... and kept every level finished before
     assert len(after) == 5
     serial = run(exp, data_root=local_data, results_root=tmp_path / "serial", progress=False)
-    resumed = run(exp, data_root=local_data, results_root=tmp_path / "store", progress=False, train=False)
+    resumed = run(exp, data_root=local_data, results_root=tmp_path / "store", progress=False, training=False)
     assert resumed.records == serial.records
 
 

@@ -15,7 +15,9 @@ from lth_lib.data import Dataset
 from lth_lib.export import export_ticket, plain_network
 from lth_lib.lottery import run
 from lth_lib.models import Network
+from lth_lib.portable import NOT_KEPT
 from lth_lib.protocol import paper_experiment
+from lth_lib.results import NotKeptError
 from lth_lib.store import load_level
 from lth_lib.train import Member, train
 
@@ -26,7 +28,7 @@ CONTROLS = ("reinit", "random_prune")
 def lenet(synthetic):
     exp = paper_experiment("lenet300", iterations=20, eval_every=10, eval_examples=200, rounds=2, trials=2,
                            controls=CONTROLS)  # fmt: skip
-    return run(exp, synthetic, store=False, progress=False)
+    return run(exp, synthetic, results_store=False, progress=False)
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +42,7 @@ def cifar() -> Dataset:
 @pytest.fixture(scope="module")
 def conv2(cifar):
     exp = paper_experiment("conv2", iterations=2, eval_every=2, eval_examples=60, rounds=1, trials=1)
-    return run(exp, cifar, store=False, progress=False)
+    return run(exp, cifar, results_store=False, progress=False)
 
 
 @pytest.fixture(scope="module")
@@ -143,8 +145,8 @@ def test_rewind_exports_theta_k_from_the_store(rewound):
     start = weighted(export_ticket(rewound, level=1))["fc1"].weight_orig.detach()
     assert torch.equal(start, theta_k["layers.fc1.weight"] * mask["fc1"])
     assert not torch.equal(start, rewound.initial_weights[0]["layers.fc1.weight"] * mask["fc1"])
-    with pytest.raises(ValueError, match="do not keep the weights at the rewind iteration 10"):
-        export_ticket(dataclasses.replace(rewound, rewind_weights=None), level=1)
+    with pytest.raises(NotKeptError, match="the weights at the rewind iteration are not kept"):
+        export_ticket(dataclasses.replace(rewound, rewind_weights=NOT_KEPT["rewind"]), level=1)
 
 
 def test_deepcopy_and_saving_round_trip_even_after_a_training_pass(lenet, synthetic):
@@ -221,11 +223,21 @@ def test_training_the_masked_export_keeps_pruned_weights_zero(optimizer, lenet, 
         ({"level": 1, "kind": "reinit", "control": 1}, r"control index of a reinit must be one of 0; got 1"),
         ({"level": 1, "weights": "final"}, r"weights must be one of 'rewind', 'trained'"),
         ({"level": 1, "weights": "trained"}, r"trained weights only of each trial's dense network \(level=0"),
-        ({"level": 0, "weights": "trained", "results": {"dense_weights": None}}, "trained dense weights"),
-        ({"level": 2, "results": {"masks": {0: None, 1: None, 2: None}}}, "do not keep the masks of level 2"),
     ],
 )
 def test_what_cannot_be_exported_is_a_clear_error(arguments, message, lenet):
-    results = dataclasses.replace(lenet, **arguments.pop("results", {}))
     with pytest.raises(ValueError, match=message):
-        export_ticket(results, **arguments)
+        export_ticket(lenet, **arguments)
+
+
+@pytest.mark.parametrize(
+    "not_kept, arguments, message",
+    [
+        ({"dense_weights": NOT_KEPT["dense"]}, {"level": 0, "weights": "trained"}, "trained dense weights are not kept"),
+        ({"masks": {0: None, 1: None, 2: NOT_KEPT["next_masks"]}}, {"level": 2}, "ticket masks are not kept"),
+        ({"rewind_weights": NOT_KEPT["rewind"]}, {"level": 1}, "weights at the rewind iteration are not kept"),
+    ],
+)
+def test_what_the_store_does_not_keep_is_a_clear_error(not_kept, arguments, message, lenet):
+    with pytest.raises(NotKeptError, match=message):
+        export_ticket(dataclasses.replace(lenet, **not_kept), **arguments)

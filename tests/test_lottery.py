@@ -5,19 +5,12 @@ import sys
 import pytest
 import torch
 
-from lth_lib.lottery import (
-    DEFAULT_MAX_MEMBERS,
-    GPU_MAX_MEMBERS,
-    default_max_members,
-    level_job,
-    level_size,
-    prune_tickets,
-    run,
-)
+from lth_lib.lottery import CONTROL_MEMBERS, level_members, run
 from lth_lib.models import Network, glorot_init
 from lth_lib.protocol import CONTROLS, Experiment, paper_experiment, scaled_experiment
-from lth_lib.pruning import dense_mask, mask_counts
+from lth_lib.pruning import dense_mask, mask_counts, prune_tickets
 from lth_lib.results import trained_text
+from lth_lib.schedule import DEFAULT_MAX_MEMBERS, GPU_MAX_MEMBERS, default_max_members, level_size
 
 TINY = dict(iterations=20, eval_every=10, eval_examples=200, rounds=2)
 
@@ -27,7 +20,7 @@ def test_rewinding_restores_theta0_on_survivors_bit_for_bit():
     theta0 = [glorot_init("lenet300", s) for s in exp.seeds]
     trained = [{k: v + 1.0 for k, v in theta0[0].items()}]
     [mask] = prune_tickets(exp, trained, [dense_mask("lenet300")])
-    [ticket] = level_job(exp, 1, [mask], theta0).members
+    [(_, ticket)] = level_members(exp, 1, [mask], theta0)
     net = Network("lenet300")
     net.load_members([ticket.weights])
     for layer, w in net.prunable().items():
@@ -40,9 +33,10 @@ def test_controls_keep_or_copy_the_ticket_and_differ_where_they_should():
     exp = paper_experiment("lenet300", controls=("reinit", "random_prune"), control_trials=2, **TINY)
     theta0 = [glorot_init("lenet300", 0)]
     [mask] = prune_tickets(exp, [glorot_init("lenet300", 9)], [dense_mask("lenet300")])
-    job = level_job(exp, 1, [mask], theta0)
-    assert [label[0] for label in job.labels] == ["ticket", "reinit", "reinit", "random_prune", "random_prune"]
-    ticket, reinit, reinit2, rand, _ = job.members
+    labels, members = zip(*level_members(exp, 1, [mask], theta0))
+    assert [label.kind for label in labels] == ["ticket", "reinit", "reinit", "random_prune", "random_prune"]
+    assert [label.control for label in labels] == [0, 0, 1, 0, 1]
+    ticket, reinit, reinit2, rand, _ = members
     for layer, m in mask.items():
         key = f"layers.{layer}.weight"
         assert torch.equal(reinit.mask[layer], m)  # same mask ...
@@ -51,13 +45,14 @@ def test_controls_keep_or_copy_the_ticket_and_differ_where_they_should():
         assert not torch.equal(rand.mask[layer], m)
         assert torch.equal(rand.weights[key], ticket.weights[key])
     assert mask_counts(rand.mask) == mask_counts(mask)
-    assert len(level_job(exp, 0, [dense_mask("lenet300")], theta0).members) == 1  # no controls when dense
+    assert len(level_members(exp, 0, [dense_mask("lenet300")], theta0)) == 1  # no controls when dense
+    assert set(CONTROL_MEMBERS) == set(CONTROLS)  # a control is one entry of each
 
 
 @pytest.mark.parametrize("strategy", ["iterative", "oneshot"])
 def test_same_seed_same_masks_and_metrics(synthetic, strategy):
     exp = paper_experiment("lenet300", strategy=strategy, controls=("reinit",), trials=2, **TINY)
-    first, second = (run(exp, synthetic, store=False, progress=False).records for _ in range(2))
+    first, second = (run(exp, synthetic, results_store=False, progress=False).records for _ in range(2))
     assert first == second
     levels = [(r.kind, r.trial, r.level) for r in first]
     assert levels[:2] == [("ticket", 0, 0), ("ticket", 1, 0)]
@@ -68,7 +63,7 @@ def test_same_seed_same_masks_and_metrics(synthetic, strategy):
 
 def test_iterative_and_one_shot_share_the_per_layer_counts(synthetic):
     runs = {
-        s: run(paper_experiment("lenet300", strategy=s, **TINY), synthetic, store=False, progress=False).records
+        s: run(paper_experiment("lenet300", strategy=s, **TINY), synthetic, results_store=False, progress=False).records
         for s in ("iterative", "oneshot")
     }
     counts = {s: [r.layer_remaining for r in recs] for s, recs in runs.items()}
@@ -122,8 +117,8 @@ def test_identity_is_stable_across_processes_and_changes_with_every_field():
 
 def test_drivers_give_the_same_results_with_and_without_ensembles(synthetic):
     exp = paper_experiment("lenet300", controls=("reinit", "random_prune"), trials=2, **TINY)
-    together = run(exp, synthetic, store=False, progress=False).records  # 6 networks per round as one
-    alone = run(exp, synthetic, store=False, progress=False, max_members=1).records  # one at a time
+    together = run(exp, synthetic, results_store=False, progress=False).records  # 6 networks per round as one
+    alone = run(exp, synthetic, results_store=False, progress=False, max_members=1).records  # one at a time
     assert [(r.kind, r.trial, r.level, r.layer_remaining) for r in together] == [
         (r.kind, r.trial, r.level, r.layer_remaining) for r in alone
     ]
@@ -153,7 +148,7 @@ def test_the_output_rate_follows_the_fc_rate_after_overrides_unless_given():
 
 def test_what_was_trained_is_reported_exactly(synthetic):
     exp = paper_experiment("lenet300", controls=("reinit",), trials=2, **TINY)
-    assert trained_text(run(exp, synthetic, store=False, progress=False)).splitlines() == [
+    assert trained_text(run(exp, synthetic, results_store=False, progress=False)).splitlines() == [
         "kind         level  remaining nets  iterations  evaluations",
         "ticket           0    100.00%    2        0-20            3",
         "ticket           1     80.04%    2        0-20            3",
@@ -169,6 +164,6 @@ def test_smoke_scale_lenet_learns_on_any_machine(mnist):
     on a machine's float rounding): after 60 iterations every LeNet network is at 85-95%
     on its 500 test examples (measured: 88.0-91.6%)."""
     exp = scaled_experiment("lenet300", "smoke", controls=("reinit", "random_prune"))
-    records = run(exp, mnist, store=False, progress=False).records
+    records = run(exp, mnist, results_store=False, progress=False).records
     assert len(records) == 7
     assert all(0.85 <= r.final_test_acc <= 0.95 for r in records), [r.final_test_acc for r in records]

@@ -2,7 +2,7 @@ import pytest
 import torch
 from helpers import initialized_network
 
-from lth_lib.models import Dropout, Network, count_prunable, glorot_init, parameter_shapes
+from lth_lib.models import Dropout, Network, count_prunable, glorot_init, multiply_adds, parameter_shapes
 
 # Prunable weights per network: PAPER.md's Figure 2 table, checked by arithmetic on the
 # layer list (3x3 'same' convs, 2x2 max pools, 32x32x3 CIFAR input, 784 MNIST input).
@@ -28,12 +28,24 @@ def test_layer_shapes_lenet():
     assert {k: tuple(v.shape) for k, v in net.prunable().items()} == {
         "fc1": (1, 300, 784), "fc2": (1, 100, 300), "fc3": (1, 10, 100)
     }
-    assert net.arch.layers[-1] == "fc3"
+    assert net.arch.weight_layers[-1] == "fc3"
 
 
 @pytest.mark.parametrize("name", EXACT)
-def test_parameter_shapes_are_the_networks_without_building_it(name):
+def test_shapes_are_read_off_the_network(name):
     assert parameter_shapes(name) == {k: p.shape[1:] for k, p in Network(name).named_parameters()}
+
+
+# Forward multiply-adds of one example, by arithmetic on the layer list (conv: Cin*9*Cout*H*W).
+MULTIPLY_ADDS = {
+    "lenet300": 784 * 300 + 300 * 100 + 100 * 10,
+    "conv2": 3 * 9 * 64 * 32 * 32 + 64 * 9 * 64 * 32 * 32 + 16 * 16 * 64 * 256 + 256 * 256 + 256 * 10,
+}
+
+
+@pytest.mark.parametrize("name", MULTIPLY_ADDS)
+def test_multiply_adds_are_counted_on_the_network(name):
+    assert multiply_adds(name) == MULTIPLY_ADDS[name]
 
 
 def test_dropout_masks_come_from_each_members_seed_and_the_step():

@@ -2,7 +2,6 @@
 
 import ast
 import copy
-import dataclasses
 import os
 import subprocess
 import sys
@@ -11,16 +10,16 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from lth_lib.notebook import NotebookParameters, notebook_parameters
-from lth_lib.regenerate import NOTEBOOKS, clean_notebook, main, notebook_names
+from lth_lib.notebook import NOTEBOOKS, notebook_parameters, parameter_names
+from lth_lib.regenerate import NOTEBOOK_DIR, clean_notebook, main, notebook_names
 
-PROJECT = NOTEBOOKS.parent
-FIELDS = {f.name for f in dataclasses.fields(NotebookParameters)}
+PROJECT = NOTEBOOK_DIR.parent
+FIELDS = set(parameter_names())
 
 
 @pytest.fixture(params=notebook_names())
 def notebook(request) -> tuple[str, nbformat.NotebookNode]:
-    return request.param, nbformat.read(NOTEBOOKS / f"{request.param}.ipynb", as_version=4)
+    return request.param, nbformat.read(NOTEBOOK_DIR / f"{request.param}.ipynb", as_version=4)
 
 
 def test_every_experiment_notebook_is_there():
@@ -36,7 +35,7 @@ def test_each_notebook_has_one_parameters_cell_starting_with_the_scale(notebook)
     assert len(tagged) == 1, name
     assigned = [t.id for node in ast.parse(tagged[0].source).body for t in node.targets]
     assert assigned[0] == "scale"
-    assert set(assigned) <= FIELDS, f"{name} declares parameters NotebookParameters does not know"
+    assert set(assigned) <= FIELDS, f"{name} declares parameters no notebook takes"
 
 
 def test_each_notebook_guards_outputs_and_ends_with_a_reading(notebook):
@@ -74,9 +73,9 @@ def test_each_notebook_says_where_its_executed_copy_is_and_that_copy_is_committe
 
 
 def test_a_kept_notebook_has_no_paths_timings_or_progress_redraws(tmp_path):
-    from lth_lib.regenerate import PROJECT as project
     from lth_lib.regenerate import keep_notebook
 
+    project = PROJECT
     nb = nbformat.v4.new_notebook(metadata={"papermill": {"input_path": f"{project}/notebooks/x.ipynb"}})
     cell = nbformat.v4.new_code_cell(f'figures_dir = "{project}/figures"', metadata={"execution": {"iopub.execute_input": "2026-11-28T00:52:30Z"}})
     bar = "lenet300: 10%|#  | 1/10 [00:01<00:09, 1.0it/s]\rlenet300: 100%|###| 10/10 [00:10<00:00, 1.0it/s, acc=0.9]"
@@ -102,11 +101,27 @@ def test_notebook_parameters_reject_misspelt_names_and_bad_values():
         notebook_parameters({"scale": "huge"})
     with pytest.raises(ValueError, match="unknown network 'conv8'"):
         notebook_parameters({"scale": "cpu", "networks": "conv2,conv8"})
-    with pytest.raises(ValueError, match="rounds must be a positive integer"):
+    with pytest.raises(ValueError, match="rounds must be at least 1, got 0"):
         notebook_parameters({"scale": "cpu", "rounds": 0})
+    with pytest.raises(ValueError, match="conv_rate must be in"):
+        notebook_parameters({"scale": "cpu", "conv_rate": 1.5})
+    with pytest.raises(TypeError, match="trials must be int, got '3'"):
+        notebook_parameters({"scale": "cpu", "trials": "3"})
+    with pytest.raises(ValueError, match="'strategy' is not a notebook parameter: oneshot_vs_iterative draws both"):
+        notebook_parameters({"scale": "cpu", "strategy": "oneshot"})
     params = notebook_parameters({"scale": "smoke", "networks": "conv2, conv4", "trials": 2})
     assert params.network_list == ["conv2", "conv4"]
     assert params.experiment("conv2").trials == 2
+
+
+def test_any_protocol_field_is_a_notebook_parameter_for_the_experiments_it_applies_to():
+    params = notebook_parameters({"scale": "smoke", "conv_rate": 0.2, "lr": 1e-3, "iterations": None}, "controls")
+    drawn = params.experiments("iterative")
+    assert list(drawn) == list(NOTEBOOKS["controls"].networks) == ["lenet300", "conv2"]
+    assert drawn["conv2"].pruning.conv_rate == 0.2 and drawn["conv2"].training.lr == 1e-3
+    assert drawn["lenet300"].training.lr == 1e-3  # conv_rate applies only where there are conv layers
+    assert drawn["conv2"].training.iterations == 4  # None: the scale's
+    assert set(FIELDS) >= {"conv_rate", "fc_rate", "lr", "batch_size", "eval_every", "scope", "control_trials"}
 
 
 @pytest.mark.parametrize(
@@ -134,9 +149,9 @@ def test_papermill_with_a_misspelt_parameter_fails_at_once(tmp_path):
     papermill = pytest.importorskip("papermill")
     with pytest.raises(papermill.PapermillExecutionError, match=r"unknown notebook parameter\(s\) 'trails'"):
         papermill.execute_notebook(
-            NOTEBOOKS / "weight_travel.ipynb", tmp_path / "out.ipynb",
+            NOTEBOOK_DIR / "weight_travel.ipynb", tmp_path / "out.ipynb",
             parameters={"scale": "smoke", "trails": 3, "results_root": str(tmp_path)},
-            kernel_name="python3", progress_bar=False, cwd=str(NOTEBOOKS),
+            kernel_name="python3", progress_bar=False, cwd=str(NOTEBOOK_DIR),
         )
 
 
@@ -146,7 +161,7 @@ def _nbval(path: Path, results: Path, **env: str) -> subprocess.CompletedProcess
     env = {**os.environ, "LTH_SCALE": "smoke", "LTH_RESULTS": str(results), **env}
     command = [
         sys.executable, "-m", "pytest", str(path), "--nbval-lax", "--nbval-current-env", "-q", "-p", "no:cacheprovider",
-        "--nbval-sanitize-with", str(NOTEBOOKS / "nbval-sanitize.cfg"), "--rootdir", str(folder),
+        "--nbval-sanitize-with", str(NOTEBOOK_DIR / "nbval-sanitize.cfg"), "--rootdir", str(folder),
     ]
     return subprocess.run(command, env=env, capture_output=True, text=True, cwd=folder)
 
@@ -166,11 +181,11 @@ def test_checked_outputs_hold_when_float_rounding_changes(tmp_path):
     startup = tmp_path / "ipython" / "profile_default" / "startup"
     startup.mkdir(parents=True)
     (startup / "00-other-machine.py").write_text(OTHER_MACHINE)
-    other = _nbval(NOTEBOOKS, tmp_path / "other", IPYTHONDIR=str(tmp_path / "ipython"))
+    other = _nbval(NOTEBOOK_DIR, tmp_path / "other", IPYTHONDIR=str(tmp_path / "ipython"))
     assert other.returncode == 0, other.stdout[-3000:]
-    cells = sum(c.cell_type == "code" for n in notebook_names() for c in nbformat.read(NOTEBOOKS / f"{n}.ipynb", 4).cells)
+    cells = sum(c.cell_type == "code" for n in notebook_names() for c in nbformat.read(NOTEBOOK_DIR / f"{n}.ipynb", 4).cells)
     assert f"{cells} passed" in other.stdout  # every cell of every notebook ran
-    this = _nbval(NOTEBOOKS / "conv_cifar10.ipynb", tmp_path / "this")
+    this = _nbval(NOTEBOOK_DIR / "conv_cifar10.ipynb", tmp_path / "this")
     assert this.returncode == 0, this.stdout[-3000:]
     # the emulation did change the numbers: the stored metrics of some Conv run differ
     differ = [
@@ -182,8 +197,8 @@ def test_checked_outputs_hold_when_float_rounding_changes(tmp_path):
 
 def test_nbval_fails_when_a_result_bearing_value_changes_and_passes_when_restored(tmp_path):
     pytest.importorskip("nbval")
-    original = nbformat.read(NOTEBOOKS / "lenet_mnist.ipynb", as_version=4)
-    target = 'params.iterative("lenet300")'
+    original = nbformat.read(NOTEBOOK_DIR / "lenet_mnist.ipynb", as_version=4)
+    target = 'params.experiments("iterative")["lenet300"]'
     [cell] = [c for c in original.cells if target in c.source]
     changed = copy.deepcopy(original)
     changed.cells[original.cells.index(cell)].source = cell.source.replace(
@@ -239,14 +254,54 @@ def test_only_a_full_regeneration_at_the_committed_scale_writes_into_figures(arg
     assert f"figures go to {seen[0]}" in capsys.readouterr().out
 
 
-def test_what_regenerate_knows_each_notebook_draws_matches_its_parameters(notebook):
-    from lth_lib.regenerate import DRAWS
-
+def test_each_notebook_draws_what_the_registry_says(notebook):
     name, nb = notebook
+    code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
+    assert f'lth.notebook_parameters(globals(), "{name}")' in code, name  # its defaults come from NOTEBOOKS
     [cell] = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
     defaults = {t.id: node.value for node in ast.parse(cell.source).body for t in node.targets}
-    networks = ast.literal_eval(defaults["networks"]).split(",") if "networks" in defaults else ["lenet300"]
-    assert list(DRAWS[name]) == networks
-    code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
-    for strategies in DRAWS[name].values():
-        assert all(f"params.{s}(" in code for s in strategies), name
+    assert "networks" not in defaults or ast.literal_eval(defaults["networks"]) == "", name
+    assert "params.iterative(" not in code and "params.oneshot(" not in code, name
+
+
+def _papermill(notebook: str, out: Path, *parameters: str, **env: str) -> subprocess.CompletedProcess:
+    """papermill's command line on `notebook` at smoke scale, as a user types it."""
+    command = [sys.executable, "-m", "papermill", str(NOTEBOOK_DIR / f"{notebook}.ipynb"), str(out), "-p", "scale",
+               "smoke", *parameters, "--cwd", str(NOTEBOOK_DIR), "-k", "python3"]  # fmt: skip
+    return subprocess.run(command, capture_output=True, text=True, env={**os.environ, **env}, check=False)
+
+
+def test_any_protocol_field_is_a_papermill_parameter_and_a_misspelt_one_is_refused(tmp_path):
+    pytest.importorskip("papermill")
+    results = {"LTH_RESULTS": str(tmp_path / "results")}
+    done = _papermill("conv_cifar10", tmp_path / "out.ipynb", "-p", "conv_rate", "0.2", "-p", "networks", "conv2", **results)
+    assert done.returncode == 0, done.stderr[-3000:]
+    printed = nbformat.writes(nbformat.read(tmp_path / "out.ipynb", as_version=4))
+    assert "rates per round: conv1 0.2, conv2 0.2, fc1 0.2, fc2 0.2, fc3 0.1" in printed
+    refused = _papermill("conv_cifar10", tmp_path / "bad.ipynb", "-p", "conv_rat", "0.2", **results)
+    assert refused.returncode != 0 and "unknown notebook parameter(s) 'conv_rat'" in refused.stderr + refused.stdout
+
+
+# An IPython start-up file that registers a network of one's own in every kernel.
+TOY_NETWORK = """
+import lth_lib as lth
+lth.NETWORKS["toy"] = lth.NetworkProtocol(
+    architecture=lth.Architecture(dataset="mnist", input_shape=(784,), layers=(lth.Dense(64), lth.Dense(10))),
+    iterations=1000, lr=1e-3,
+    scales={"smoke": dict(iterations=30, eval_every=10, eval_examples=200, rounds=2, trials=1, control_trials=1)},
+)
+"""
+
+
+def test_a_network_registered_in_the_kernel_is_drawn_by_a_notebook(tmp_path):
+    pytest.importorskip("papermill")
+    startup = tmp_path / "ipython" / "profile_default" / "startup"
+    startup.mkdir(parents=True)
+    (startup / "00-toy.py").write_text(TOY_NETWORK)
+    done = _papermill("tickets", tmp_path / "out.ipynb", "-p", "networks", "toy", IPYTHONDIR=str(tmp_path / "ipython"),
+                      LTH_RESULTS=str(tmp_path / "results"))  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    printed = nbformat.writes(nbformat.read(tmp_path / "out.ipynb", as_version=4))
+    assert "toy · iterative · 30 iterations · 2 rounds" in printed  # its caption
+    assert "(0): Linear(in_features=784, out_features=64, bias=True)" in printed  # its exported ticket
+    assert [p.name.split("-")[0] for p in (tmp_path / "results").iterdir()] == ["toy"]

@@ -15,14 +15,14 @@ matplotlib.use("Agg")
 @pytest.fixture(scope="module")
 def lenet(synthetic):
     exp = paper_experiment("lenet300", iterations=20, eval_every=10, eval_examples=200, rounds=3, trials=2)
-    return run(exp, synthetic, store=False, progress=False)
+    return run(exp, synthetic, results_store=False, progress=False)
 
 
 def test_lenet_map_shades_each_pixel_by_the_fraction_of_its_weights_kept():
     mask = dense_mask("lenet300")
     mask["fc1"][:150, 0] = False  # pixel (0, 0) keeps half its 300 weights
     mask["fc1"][:, 28] = False  # pixel (1, 0) keeps none
-    image = first_layer_map(mask, "lenet300")
+    image = first_layer_map(mask)
     assert image.shape == (28, 28)
     assert image[0, 0] == 0.5 and image[1, 0] == 0.0 and image[0, 1] == 1.0
 
@@ -30,7 +30,7 @@ def test_lenet_map_shades_each_pixel_by_the_fraction_of_its_weights_kept():
 def test_conv_map_tiles_the_filters_with_blank_lines_between():
     mask = dense_mask("conv2")
     mask["conv1"][9, :2, 1, 2] = False  # filter 9 (row 1, column 1): position (1, 2) keeps 1 of 3 channels
-    image = first_layer_map(mask, "conv2")
+    image = first_layer_map(mask)
     assert image.shape == (31, 31)  # 8 x 8 tiles of 3 x 3, one blank line between
     assert np.isnan(image[3, :]).all() and np.isnan(image[:, 3]).all()
     assert image[4 + 1, 4 + 2] == pytest.approx(1 / 3)
@@ -56,7 +56,7 @@ def test_figures_draw_every_round_and_refuse_a_missing_level(lenet):
     assert "scale smoke" in grid.texts[-1].get_text()
     one = mask_figure(lenet, 2)
     mask = lenet.masks[2][0]
-    relative = first_layer_map(mask, "lenet300") / float(mask["fc1"].float().mean())  # 1: as often as the layer
+    relative = first_layer_map(mask) / float(mask["fc1"].float().mean())  # 1: as often as the layer
     assert np.array_equal(one.axes[0].images[0].get_array(), relative)
     with pytest.raises(ValueError, match="level must be one of"):
         mask_figure(lenet, 4)

@@ -28,7 +28,7 @@ TINY = dict(iterations=20, eval_every=10, eval_examples=200, rounds=3, trials=2)
 @pytest.fixture(scope="module")
 def results(synthetic):
     exp = paper_experiment("lenet300", controls=("reinit", "random_prune"), **TINY)
-    return run(exp, synthetic, store=False, progress=False)
+    return run(exp, synthetic, results_store=False, progress=False)
 
 
 @pytest.fixture(autouse=True)
@@ -169,7 +169,7 @@ def test_strategy_figure_caption_names_both_strategies_and_no_controls(results):
 
 def test_a_short_run_has_whole_iteration_ticks_and_no_curve_cut_off(synthetic):
     exp = paper_experiment("lenet300", iterations=4, eval_every=2, eval_examples=60, rounds=1, controls=("reinit",))
-    fig = paper_figure(run(exp, synthetic, store=False, progress=False), scale="smoke")
+    fig = paper_figure(run(exp, synthetic, results_store=False, progress=False), scale="smoke")
     fig.canvas.draw()
     curves, iterations, _ = fig.axes
     for ticks in (curves.get_xticks(), iterations.get_yticks()):

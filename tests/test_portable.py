@@ -13,8 +13,10 @@ import pytest
 import torch
 from PIL import Image
 
+from lth_lib import portable
 from lth_lib.data import _load_cpu, data_copy, pack_data
-from lth_lib.lottery import NothingStoredError, OutOfTime, run
+from lth_lib.export import export_ticket
+from lth_lib.lottery import NothingStoredError, run
 from lth_lib.plots import paper_figure, scale_caption
 from lth_lib.portable import (
     MAX_PARTS,
@@ -23,11 +25,13 @@ from lth_lib.portable import (
     import_export,
     read_level,
     stored_levels,
-    sync,
     training_times,
 )
 from lth_lib.protocol import paper_experiment
-from lth_lib.store import load_level
+from lth_lib.results import NotKeptError
+from lth_lib.schedule import OutOfTime
+from lth_lib.store import load_level, sync
+from lth_lib.travel import weight_travel
 
 SMALL = {"iterations": 20, "eval_every": 10, "eval_examples": 200, "rounds": 2, "trials": 2, "controls": ("reinit",)}
 
@@ -60,9 +64,31 @@ def test_a_portable_level_keeps_records_curves_masks_and_small_weights_exactly(s
     assert all(torch.equal(dense[t][k], results.dense_weights[t][k]) for t in range(2) for k in dense[t])
     # a resume reads it as the results store: same records and masks, nothing trained
     drawn = dataclasses.replace(exp, data_copy="synthetic")  # drawn without the data set
-    again = run(drawn, portable=root / "portable", results_root=root / "empty", train=False, progress=False)
+    again = run(drawn, portable=root / "portable", results_root=root / "empty", training=False, progress=False)
     assert again.records == results.records and again.levels_done == 3
     assert all(torch.equal(a[k], b[k]) for lv in (1, 2) for a, b in zip(again.masks[lv], results.masks[lv]) for k in a)
+
+
+def test_what_the_portable_store_does_not_keep_comes_from_the_results_store_or_says_why(synthetic, tmp_path,
+                                                                                         monkeypatch):  # fmt: skip
+    monkeypatch.setattr(portable, "SMALL_MASKS", 0)  # masks at the last level only, and no weights: as for Conv
+    monkeypatch.setattr(portable, "SMALL_WEIGHTS", 0)
+    exp = paper_experiment("lenet300", **SMALL)
+    results = run(exp, synthetic, results_root=tmp_path / "results", progress=False)
+    sync(results.directory, tmp_path / "portable")
+    drawn = dataclasses.replace(exp, data_copy="synthetic")
+    both = run(drawn, portable=tmp_path / "portable", results_root=tmp_path / "results", training=False, progress=False)
+    assert both.records == results.records
+    for level in range(3):  # filled in from the results store's copy of the same levels
+        assert all(torch.equal(a[k], b[k]) for a, b in zip(both.masks[level], results.masks[level]) for k in a)
+    assert all(torch.equal(a[k], b[k]) for a, b in zip(both.dense_weights, results.dense_weights) for k in a)
+    alone = run(drawn, portable=tmp_path / "portable", results_root=tmp_path / "empty", training=False, progress=False)
+    assert alone.records == results.records
+    with pytest.raises(NotKeptError, match="ticket masks are not kept: a portable store keeps"):
+        export_ticket(alone, level=1)
+    with pytest.raises(NotKeptError, match="trained dense weights are not kept"):
+        weight_travel(alone, 2)
+    export_ticket(alone, level=0)  # the dense level's masks are every weight: nothing to keep
 
 
 def test_each_level_records_how_long_it_trained_and_where(stored):
@@ -81,12 +107,12 @@ def test_drawing_a_partly_filled_store_says_how_far_it_got(stored, tmp_path):
     shutil.copytree(root / "portable", portable)
     (portable / results.directory.name / "level_002.npz").unlink()
     drawn = dataclasses.replace(exp, data_copy="synthetic")
-    partial = run(drawn, portable=portable, results_root=tmp_path / "results", train=False, progress=False)
+    partial = run(drawn, portable=portable, results_root=tmp_path / "results", training=False, progress=False)
     assert partial.levels_done == 2 and {r.level for r in partial.records} == {0, 1}
     assert "1 of 2 rounds" in scale_caption(exp, levels_done=partial.levels_done)
     paper_figure(partial)  # draws what there is
     with pytest.raises(NothingStoredError, match="no level of lenet300 iterative"):
-        run(dataclasses.replace(drawn, seed=5), portable=portable, train=False, progress=False)
+        run(dataclasses.replace(drawn, seed=5), portable=portable, training=False, progress=False)
 
 
 def test_a_corrupted_level_file_is_not_served(stored, tmp_path):
@@ -99,7 +125,7 @@ def test_a_corrupted_level_file_is_not_served(stored, tmp_path):
     path.write_bytes(bytes(blob))
     assert read_level(path.parent, 1) is None and stored_levels(path.parent) == [0, 2]
     drawn = dataclasses.replace(exp, data_copy="synthetic")
-    assert run(drawn, portable=portable, train=False, progress=False).levels_done == 1
+    assert run(drawn, portable=portable, training=False, progress=False).levels_done == 1
 
 
 def test_a_deadline_stops_training_and_keeps_the_finished_levels(synthetic, tmp_path):

@@ -39,7 +39,7 @@ def test_instability_is_the_barrier_above_the_mean_of_the_ends():
 
 def test_stability_trains_two_copies_from_the_rewind_point(synthetic):
     exp = paper_experiment("lenet300", iterations=40, eval_every=20, eval_examples=200, rounds=1, rewind_iteration=10)
-    results = run(exp, synthetic, store=False, progress=False)
+    results = run(exp, synthetic, results_store=False, progress=False)
     dense, ticket = stability(results, 0, synthetic), stability(results, 1, synthetic)
     assert (dense.rewind_iteration, dense.level, ticket.level) == (10, 0, 1)
     assert ticket.percent_remaining == results.percent_remaining(1)

@@ -57,14 +57,14 @@ def _child_script(results_root: Path, kill_after_evaluations: int | None) -> str
     if kill_after_evaluations is not None:
         kill = f"""
 import importlib
-t = importlib.import_module("lth_lib.train")  # the module (lth_lib.train is also a function)
-_evaluate, calls = t._evaluate, [0]
-def evaluate(*args):
+t = importlib.import_module("lth_lib.train")
+_metrics, calls = t._metrics, [0]
+def metrics(*args):  # once per evaluation point
     calls[0] += 1
     if calls[0] == {kill_after_evaluations}:
         os.kill(os.getpid(), signal.SIGKILL)
-    return _evaluate(*args)
-t._evaluate = evaluate
+    return _metrics(*args)
+t._metrics = metrics
 """
     return f"""
 import os, signal, sys

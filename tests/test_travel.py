@@ -13,7 +13,7 @@ from lth_lib.travel import travel_summary, weight_travel
 def results(synthetic):
     exp = paper_experiment("lenet300", iterations=30, eval_every=10, eval_examples=200, rounds=2, trials=2,
                            controls=("reinit",))
-    return run(exp, synthetic, store=False, progress=False)
+    return run(exp, synthetic, results_store=False, progress=False)
 
 
 def test_weight_travel_splits_the_dense_weights_by_the_ticket_mask(results):

@@ -11,8 +11,9 @@ import pytest
 
 import lth_lib.lottery
 import lth_lib.store
-from lth_lib.lottery import run, train_trials, trial_groups
+from lth_lib.lottery import run, train_trials
 from lth_lib.protocol import paper_experiment, scaled_experiment
+from lth_lib.schedule import trial_groups
 from lth_lib.store import load_level
 
 TESTS = Path(__file__).resolve().parent
@@ -59,7 +60,7 @@ def test_part_of_a_group_is_refused_before_any_training(synthetic, tmp_path, mon
     calls = _counting(monkeypatch)
     with pytest.raises(ValueError, match=r"trials \[1\] .* not whole groups .*\(\[\[0, 1\]\]\)"):
         train_trials(exp, [1], results_root=tmp_path, max_members=16, data=synthetic)
-    assert calls == []
+    assert calls == [] and not list(tmp_path.iterdir())  # refused before the experiment's folder was made
 
 
 def test_a_store_written_before_trials_had_their_own_files_reads_as_before(synthetic, tmp_path, monkeypatch):
@@ -114,5 +115,5 @@ def test_two_processes_on_the_same_trials_at_once_train_them_once(tmp_path, synt
     assert lines == ["trained 0 levels 3", "trained 3 levels 3"]  # one trained every level, the other read them
     assert any("waiting for trial 0" in err for _, err in outputs)
     reference = run(exp, synthetic, results_root=tmp_path / "alone", progress=False)
-    shared = run(exp, synthetic, results_root=tmp_path / "shared", progress=False, train=False)
+    shared = run(exp, synthetic, results_root=tmp_path / "shared", progress=False, training=False)
     assert shared.records == reference.records
