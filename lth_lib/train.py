@@ -121,7 +121,8 @@ def train(
 
 def _member_states(network: Network) -> list[State]:
     """Each member's parameters as a {name: tensor} copy, without the member dimension."""
-    return [{name: p[k].detach().clone() for name, p in network.named_parameters()} for k in range(network.members)]
+    parameters = list(network.named_parameters())
+    return [{name: p[member].detach().clone() for name, p in parameters} for member in range(network.members)]
 
 
 def default_device(device: str | torch.device | None = None) -> torch.device:
