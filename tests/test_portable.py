@@ -6,6 +6,7 @@ import json
 import shutil
 import tarfile
 import time
+import types
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
+import lth_lib.lottery
 from lth_lib import portable
 from lth_lib.data import _load_cpu, data_copy, pack_data
 from lth_lib.export import export_ticket
@@ -91,12 +93,15 @@ def test_what_the_portable_store_does_not_keep_comes_from_the_results_store_or_s
     export_ticket(alone, level=0)  # the dense level's masks are every weight: nothing to keep
 
 
-def test_each_level_records_how_long_it_trained_and_where(stored):
-    _, results, root, _ = stored
-    times = training_times(root / "portable" / results.directory.name)
+def test_each_level_records_how_long_it_trained_and_where(synthetic, tmp_path, monkeypatch):
+    clock = iter(range(0, 10_000, 3))  # a fake clock: 3 s pass between two readings
+    monkeypatch.setattr(lth_lib.lottery, "time", types.SimpleNamespace(monotonic=lambda: float(next(clock))))
+    results = run(paper_experiment("lenet300", **SMALL), synthetic, results_root=tmp_path / "results", progress=False)
+    sync(results.directory, tmp_path / "portable")
+    times = training_times(tmp_path / "portable" / results.directory.name)
     assert [level for level, _ in times] == [0, 1, 2]
     for level, trained in times:
-        assert trained["seconds"] > 0 and trained["levels_in_job"] == 1 and trained["device"].startswith("CPU")
+        assert trained["seconds"] == 3.0 and trained["levels_in_job"] == 1 and trained["device"].startswith("CPU")
         assert trained["networks"] == trained["at_once"] == (2 if level == 0 else 4)  # 2 trials, 1 reinit each
         assert trained["torch"] == torch.__version__
 
