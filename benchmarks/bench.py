@@ -69,7 +69,7 @@ from torch import nn
 
 import lth_lib
 from lth_lib.data import batch_indices, data_root, validation_split
-from lth_lib.models import glorot_init, layer_multiply_adds
+from lth_lib.models import glorot_init, layer_multiply_adds, layer_weights
 from lth_lib.protocol import NETWORKS, architecture, paper_experiment
 from lth_lib.pruning import dense_mask, magnitude_prune
 from lth_lib.train import Member, TrainStep, float32_kernels
@@ -175,7 +175,7 @@ def pruned_members(name: str, k: int) -> list[Member]:
     members = []
     for seed in range(k):
         w = glorot_init(name, seed)
-        mask = magnitude_prune({layer: w[f"layers.{layer}.weight"] for layer in rates}, dense_mask(name), rates)
+        mask = magnitude_prune(layer_weights(name, w), dense_mask(name), rates)
         members.append(Member(w, mask, seed))
     return members
 

@@ -60,7 +60,8 @@ def queue(scale: str) -> list[Experiment]:
     found: dict[str, Experiment] = {}
     for name in NOTEBOOKS:
         for drawn in NotebookParameters(name, scale).experiments().values():
-            found.update({exp.identity(): exp for exp in drawn.values() if exp.identity() not in found})
+            for exp in drawn.values():
+                found.setdefault(exp.identity(), exp)
     return [exp for exp in found.values() if resumable(exp)]
 
 

@@ -111,7 +111,8 @@ def run(
     set. `deadline` (a `time.monotonic()` value): stop with `schedule.OutOfTime`, keeping
     every finished level, rather than start or go on with a level that would end after
     it. A trial that another process is training (`train_trials`) is waited for, then read."""
-    schedule = Schedule.of(exp, default_device(device), max_members)
+    device = default_device(device)
+    schedule = Schedule.of(exp, device, max_members)
     setup = _Run.open(exp, schedule, data=data, data_root=data_root, results_root=results_root,
                       results_store=results_store, portable=portable, device=device, progress=progress,
                       deadline=deadline, training=training)  # fmt: skip
@@ -140,7 +141,8 @@ def train_trials(
     of the whole experiment with the same `max_members` and give its numbers; a trial
     another process is training is waited for. `data` and `portable` are as in `run`. The
     tables are written by the `run` that reads the finished experiment."""
-    schedule = Schedule.of(exp, default_device(device), max_members)
+    device = default_device(device)
+    schedule = Schedule.of(exp, device, max_members)
     mine = [group for group in schedule.groups if set(group) & set(trials)]
     if sorted(t for group in mine for t in group) != sorted(set(trials)):
         raise ValueError(
@@ -180,7 +182,7 @@ class _Run:
         results_root: str | Path | None,
         results_store: bool,
         portable: str | Path | None,
-        device: str | torch.device | None,
+        device: torch.device,
         progress: bool,
         deadline: float | None,
         training: bool,
@@ -189,7 +191,7 @@ class _Run:
         before any work."""
         stores = open_stores(exp, data=data, data_root=data_root, root=results_root, results_store=results_store,
                              portable=portable, training=training, max_members=schedule.max_members)  # fmt: skip
-        return cls(stores.exp, schedule, stores, data, data_root, default_device(device), progress, deadline)
+        return cls(stores.exp, schedule, stores, data, data_root, device, progress, deadline)
 
     def label(self, group: list[int]) -> str:
         """The progress bar's name for training `group`."""
@@ -229,13 +231,18 @@ class _Walk:
         every weight at level 0; iterative, the masks pruned from the level before;
         one-shot, the dense network pruned `level` rounds' worth at once (not kept where
         the dense networks are not)."""
-        if level not in self.masks:
-            if level and self.exp.pruning.strategy == "oneshot":  # not kept where the dense networks are not
-                kept = not isinstance(self.dense, NotKept)
-                self.masks[level] = prune_tickets(self.exp, self.dense, self.masks[0], level) if kept else self.dense
-            else:
-                self.masks[level] = self.next_masks if level else [dense_mask(self.exp.network) for _ in self.trials]
-        return self.masks[level]
+        if level in self.masks:
+            return self.masks[level]
+        if not level:
+            masks = [dense_mask(self.exp.network) for _ in self.trials]
+        elif self.exp.pruning.strategy == "iterative":
+            masks = self.next_masks
+        elif isinstance(self.dense, NotKept):
+            masks = self.dense
+        else:
+            masks = prune_tickets(self.exp, self.dense, self.masks[0], rounds=level)
+        self.masks[level] = masks
+        return masks
 
     def add(self, level: int, stored: Level) -> None:
         """Take in a finished level (stored or just trained) and what it passes on."""

@@ -184,6 +184,11 @@ class NotebookParameters:
                 if name != "conv_rate" or architecture(network).convolutional}  # fmt: skip
 
 
+def _iterative(params: NotebookParameters, network: str) -> Experiment:
+    """Iterative pruning with both of the paper's controls."""
+    return params.experiment(network, controls=CONTROLS)
+
+
 def _rewound(params: NotebookParameters, network: str) -> dict[str, Experiment]:
     given = [int(k) for k in params.rewind_iterations.split(",") if k.strip()]
     ks = given or default_rewind_iterations(network, params.scale)
@@ -192,14 +197,13 @@ def _rewound(params: NotebookParameters, network: str) -> dict[str, Experiment]:
 
 # What each label a notebook draws is, for one network: its experiments by label.
 DRAWINGS: dict[str, Callable[[NotebookParameters, str], dict[str, Experiment]]] = {
-    # iterative pruning with both of the paper's controls
-    "iterative": lambda params, network: {"iterative": params.experiment(network, controls=CONTROLS)},
+    "iterative": lambda params, network: {"iterative": _iterative(params, network)},
     # the one-shot sweep at the same per-layer sizes, tickets only
     "one-shot": lambda params, network: {"one-shot": params.experiment(network, strategy="oneshot")},
     # the dropout figure's: iterative pruning with dropout, beside random reinitialisation
     "dropout": lambda params, network: {"dropout": params.experiment(network, dropout=DROPOUT, controls=("reinit",))},
     # the same networks without dropout: the iterative experiment
-    "no dropout": lambda params, network: {"no dropout": params.experiment(network, controls=CONTROLS)},
+    "no dropout": lambda params, network: {"no dropout": _iterative(params, network)},
     # tickets rewound to each iteration k of `rewind_iterations` (else the scale's), tickets only
     "rewound": _rewound,
 }

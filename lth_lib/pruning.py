@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from lth_lib.models import WEIGHT, State, count_prunable, weight_shapes
+from lth_lib.models import State, count_prunable, layer_weights, weight_shapes
 from lth_lib.protocol import Experiment
 
 Mask = dict[str, torch.Tensor]
@@ -88,7 +88,7 @@ def prune_tickets(exp: Experiment, weights: list[State], masks: list[Mask], roun
     """Each trial's next ticket mask: `rounds` rounds of `exp`'s magnitude pruning of its
     trained weights (member states), from its mask `masks`."""
     return [
-        magnitude_prune({layer: w[WEIGHT.format(layer)] for layer in m}, m, exp.rates, rounds, exp.pruning.scope)
+        magnitude_prune(layer_weights(exp.network, w), m, exp.rates, rounds, exp.pruning.scope)
         for w, m in zip(weights, masks)
     ]
 
