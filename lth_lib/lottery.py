@@ -31,7 +31,7 @@ import torch
 from lth_lib.data import Dataset, load_dataset
 from lth_lib.models import State, glorot_init
 from lth_lib.progress import TrainingBar
-from lth_lib.protocol import Experiment, architecture
+from lth_lib.protocol import Experiment, architecture, rewind_points
 from lth_lib.pruning import Mask, dense_mask, mask_counts, prune_tickets, random_prune, remaining_fraction
 from lth_lib.results import Level, NotKept, Record, Results, concatenated
 from lth_lib.schedule import Job, Schedule
@@ -266,19 +266,38 @@ def _walk(setup: _Run, trials: list[int], training: bool) -> _Walk:
         try:
             for j, job in enumerate(jobs):
                 stored = [store.get(level) for level in job.levels]
-                trained = None in stored
-                if trained and not training:
+                new = None in stored
+                if new and not training:
                     break
-                if trained:
-                    stored = _train_job(setup, walked, job, sum(later.iterations for later in jobs[j:]))
+                if new:
+                    remaining = sum(later.iterations for later in jobs[j:])
+                    stored = _dense(setup, walked, job, remaining) if job.levels == [0] else _train_job(
+                        setup, walked, job, remaining)  # fmt: skip
                 for level, level_stored in zip(job.levels, stored):
                     walked.add(level, level_stored)
-                    if trained:
+                    if new:
                         store.put(level, level_stored)
         finally:
             if walked.bar is not None:
                 walked.bar.close()
     return walked
+
+
+def _dense(setup: _Run, walked: _Walk, job: Job, remaining: int) -> list[Level]:
+    """Level 0 of the walk's trials: their dense networks as another experiment that trains
+    them alike trained them (the shared dense store, `store.DenseStore`), else trained here
+    and added to it; with the masks this experiment prunes from them."""
+    dense = setup.stores.dense(walked.trials)
+    if dense is None:
+        return _train_job(setup, walked, job, remaining)
+    with dense.lock():
+        found = dense.get(setup.exp.pruning.rewind_iteration)
+        if found is None:
+            [trained] = _train_job(setup, walked, job, remaining)
+            dense.put(trained)
+            return [trained]
+    found.next_masks = prune_tickets(setup.exp, found.dense, walked.ticket_masks(0))
+    return [found]
 
 
 def _train_job(setup: _Run, walked: _Walk, job: Job, remaining: int) -> list[Level]:
@@ -295,11 +314,13 @@ def _train_job(setup: _Run, walked: _Walk, job: Job, remaining: int) -> list[Lev
     if setup.loaded is None:
         setup.loaded = setup.data.to(setup.device) if setup.data is not None else load_dataset(
             architecture(exp.network).dataset, setup.data_root, setup.device)  # fmt: skip
-    rewind = exp.pruning.rewind_iteration if job.levels == [0] and exp.pruning.rewind_iteration else None
+    # level 0 keeps its weights at every rewind point and at this experiment's k (`store.DenseStore`)
+    snapshots = tuple(sorted({*rewind_points(exp.training.iterations), exp.pruning.rewind_iteration} - {0}))
+    snapshots = snapshots if job.levels == [0] else ()
     started, results = time.monotonic(), []
     for at in range(0, len(members), max_members):
         stack = [member for _, member in members[at : at + max_members]]
-        results += train(exp.network, stack, setup.loaded, exp.training, job.first, rewind, progress)
+        results += train(exp.network, stack, setup.loaded, exp.training, job.first, snapshots, progress)
     trained = {
         "seconds": round(time.monotonic() - started, 1), "levels_in_job": len(job.levels), "networks": len(members),
         "at_once": min(max_members, len(members)), "device": device_name(setup.loaded.train_x.device),
@@ -311,19 +332,22 @@ def _train_job(setup: _Run, walked: _Walk, job: Job, remaining: int) -> list[Lev
                        for label, _, result in ours[level] if label.kind == "ticket"] for level in job.levels}  # fmt: skip
     pruned = {level: prune_tickets(exp, tickets[level], masks[level]) for level in job.levels
               if level == 0 or exp.pruning.strategy == "iterative"}  # fmt: skip
-    return [_level(level, ours[level], tickets[level], pruned.get(level), trained) for level in job.levels]
+    k = exp.pruning.rewind_iteration
+    return [_level(level, ours[level], tickets[level], pruned.get(level), trained, k) for level in job.levels]
 
 
 def _level(level: int, ours: list[tuple[Label, Member, TrainResult]], tickets: list[State],
-           next_masks: list[Mask] | None, trained: dict) -> Level:  # fmt: skip
-    """One trained level as the store keeps it: its records, the trained dense networks and
-    rewind weights (level 0), and the masks pruned from its tickets (level 0, iterative)."""
+           next_masks: list[Mask] | None, trained: dict, rewind_iteration: int) -> Level:  # fmt: skip
+    """One trained level as the store keeps it: its records, the masks pruned from its
+    tickets (level 0, iterative), and at level 0 the trained dense networks, their weights
+    at every rewind point and at `rewind_iteration` (late rewinding) as the rewind weights."""
     stored = Level([_record(label, member.mask, result) for label, member, result in ours], next_masks, trained=trained)
     if level == 0:
         stored.dense = tickets
-        if any(result.snapshot is not None for _, _, result in ours):
-            stored.rewind = [{name: value.cpu() for name, value in result.snapshot.items()}
-                             for label, _, result in ours if label.kind == "ticket"]  # fmt: skip
+        stored.snapshots = [{k: {name: value.cpu() for name, value in weights.items()} for k, weights in result.snapshots.items()}
+                            for _, _, result in ours]  # fmt: skip
+        if rewind_iteration:
+            stored.rewind = [snapshots[rewind_iteration] for snapshots in stored.snapshots]
     return stored
 
 

@@ -171,6 +171,14 @@ class NotebookParameters:
                    portable=committed_store(self.scale), training=self.training,
                    progress=self.scale != "smoke")  # fmt: skip
 
+    def stability(self, results, level: int):
+        """`lth.stability` of trial 0's ticket at `level` as the notebooks measure it: read
+        from the results store, else trained where `training` allows (on this notebook's
+        data), else None."""
+        from lth_lib.stability import stability
+
+        return stability(results, level, data_root=self.data_root, training=self.training)
+
     def save(self, fig, name: str) -> None:
         """Save `fig` as figures_dir/name.{png,svg} when figures_dir is set."""
         if self.figures_dir is not None:
@@ -190,9 +198,12 @@ def _iterative(params: NotebookParameters, network: str) -> Experiment:
 
 
 def _rewound(params: NotebookParameters, network: str) -> dict[str, Experiment]:
+    """Per k, tickets rewound to iteration k; k = 0 is the paper's own procedure, the
+    iterative experiment (drawn tickets only), whose tickets train as they would alone."""
     given = [int(k) for k in params.rewind_iterations.split(",") if k.strip()]
     ks = given or default_rewind_iterations(network, params.scale)
-    return {f"k = {k:,}": params.experiment(network, rewind_iteration=k) for k in ks}
+    return {f"k = {k:,}": params.experiment(network, rewind_iteration=k) if k else _iterative(params, network)
+            for k in ks}  # fmt: skip
 
 
 # What each label a notebook draws is, for one network: its experiments by label.
@@ -204,7 +215,8 @@ DRAWINGS: dict[str, Callable[[NotebookParameters, str], dict[str, Experiment]]] 
     "dropout": lambda params, network: {"dropout": params.experiment(network, dropout=DROPOUT, controls=("reinit",))},
     # the same networks without dropout: the iterative experiment
     "no dropout": lambda params, network: {"no dropout": _iterative(params, network)},
-    # tickets rewound to each iteration k of `rewind_iterations` (else the scale's), tickets only
+    # tickets rewound to each iteration k of `rewind_iterations` (else the scale's), tickets
+    # only beyond k = 0
     "rewound": _rewound,
 }
 

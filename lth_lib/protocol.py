@@ -414,11 +414,16 @@ def scaled_experiment(network: str, scale: str, **overrides) -> Experiment:
     return paper_experiment(network, **{**paper, **protocol.scales.get(scale, {}), **overrides})
 
 
-def default_rewind_iterations(network: str, scale: str) -> list[int]:
-    """The iterations k the rewinding notebook rewinds `network` to at `scale`: the
-    `REWIND_FRACTIONS` of its training (0 first; at least 1 where the fraction is not 0)."""
-    iterations = scaled_experiment(network, scale).training.iterations
+def rewind_points(iterations: int) -> list[int]:
+    """The iterations k at the `REWIND_FRACTIONS` of `iterations` of training (0 first; at
+    least 1 where the fraction is not 0): where the rewinding notebook rewinds to, and
+    where a dense network's training keeps its weights for it (`lth_lib.store.DenseStore`)."""
     return sorted({max(1, round(f * iterations)) if f else 0 for f in REWIND_FRACTIONS})
+
+
+def default_rewind_iterations(network: str, scale: str) -> list[int]:
+    """The iterations k the rewinding notebook rewinds `network` to at `scale`."""
+    return rewind_points(scaled_experiment(network, scale).training.iterations)
 
 
 def _choice(name: str, value: str, allowed: tuple[str, ...]) -> None:

@@ -82,6 +82,9 @@ class Level:
     dense: list[State] | NotKept | None = None  # level 0: each trial's trained dense network
     rewind: list[State] | NotKept | None = None  # level 0, late rewinding: each trial's weights at iteration k
     trained: dict | None = None  # how it was trained: seconds, networks, at once, device, torch, trials
+    # level 0 as trained: each trial's weights at every rewind point ({k: weights}), which
+    # only the shared dense store keeps (`lth_lib.store.DenseStore`)
+    snapshots: list[dict[int, State]] | None = None
 
     @property
     def trials(self) -> list[int]:
@@ -99,7 +102,8 @@ class Level:
             return values if values is None or isinstance(values, NotKept) else [values[i] for i in at]
 
         records = [r for t in trials for r in self.records if r.trial == t]
-        return Level(records, pick(self.next_masks), pick(self.dense), pick(self.rewind), self.trained)
+        return Level(records, pick(self.next_masks), pick(self.dense), pick(self.rewind), self.trained,
+                     pick(self.snapshots))  # fmt: skip
 
     @classmethod
     def join(cls, levels: list[Level]) -> Level:
@@ -110,7 +114,8 @@ class Level:
             return concatenated([getattr(level, name) for level in levels])
 
         records = [r for level in levels for r in level.records]
-        return cls(records, joined("next_masks"), joined("dense"), joined("rewind"), _joined_training(levels))
+        return cls(records, joined("next_masks"), joined("dense"), joined("rewind"), _joined_training(levels),
+                   joined("snapshots"))  # fmt: skip
 
     def filled_from(self, other: Level | None) -> Level:
         """This level with what it does not keep taken from `other`, the same level from

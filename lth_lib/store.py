@@ -22,6 +22,11 @@ The results store on disk:
         trial_1/...
         records.csv, curves.csv  tidy tables of every trial and level, written when a run ends
                                  (`Results.write_tables`)
+        stability/level_001-trial_0.json
+                                 two copies' line of a level's ticket (`lth_lib.stability`)
+    <results root>/dense/<network>-dense-<identity>/seed_0/level_000.{json,pt}
+                                 the dense networks, shared by every experiment that trains
+                                 them alike, with their weights at the rewind points (`DenseStore`)
 
 The trials of an experiment are independent, so each has its own files: processes on
 different machines can train different trials into one results root on a shared
@@ -63,6 +68,7 @@ from lth_lib.results import Level, Record
 
 RESULTS_ENV = "LTH_RESULTS"
 STORE_VERSION = 1
+DENSE_FOLDER = "dense"  # the shared dense store's folder in the results root (`DenseStore`)
 
 
 class LevelStore:
@@ -90,15 +96,66 @@ class LevelStore:
         return ours.filled_from(local)
 
     def put(self, level: int, stored: Level) -> None:
-        """Keep a newly trained level (in the results store, if any); the stores' later
-        levels are not read after it, since they did not grow from it."""
+        """Keep a newly trained level (in the results store, if any; its snapshots are the
+        shared dense store's to keep); the stores' later levels are not read after it, since
+        they did not grow from it."""
         self._read_any = False
         if self.directory is not None:
-            save_level(self.directory, level, stored)
+            save_level(self.directory, level, dataclasses.replace(stored, snapshots=None))
 
     def lock(self) -> contextlib.AbstractContextManager:
         """Hold these trials' locks in the results store while training them (`trial_locks`)."""
         return trial_locks(self.directory, self.trials) if self.directory is not None else contextlib.nullcontext()
+
+
+class DenseStore:
+    """The trained dense networks (level 0) of some trials, shared by every experiment that
+    trains them alike: found by what determines them (network, training, data copy, the
+    trial's seed; `dense_folder_name`), not by the experiment that trained them first. So
+    one-shot's level 0 is iterative's, and every rewind iteration k reads one dense training:
+    each keeps its weights at every rewind point of its training (`protocol.rewind_points`)
+    and at the k of the experiment that trained it.
+
+    In the results store: `dense/<network>-dense-<identity>/seed_<seed>/level_000.{json,pt}`,
+    written and vouched for as an experiment's levels are, and locked per seed while trained."""
+
+    def __init__(self, directory: Path, trials: list[int], seeds: list[int]):
+        self.directory, self.trials, self.seeds = directory, trials, seeds
+
+    def get(self, rewind_iteration: int) -> Level | None:
+        """The trials' level 0 (records numbered by these trials), with their weights at
+        `rewind_iteration` as rewind weights; None if a seed lacks it, or lacks those weights."""
+        parts = []
+        for trial, seed in zip(self.trials, self.seeds):
+            part = _load_file(self._folder(seed), 0)
+            snapshots = part.snapshots[0] if part is not None and part.snapshots else {}
+            if part is None or (rewind_iteration and rewind_iteration not in snapshots):
+                return None
+            records = [dataclasses.replace(r, trial=trial) for r in part.records]
+            rewind = [snapshots[rewind_iteration]] if rewind_iteration else None
+            trained = {**(part.trained or {}), "found_in": self.directory.name}  # as the experiment that trained it did
+            parts.append(Level(records, None, part.dense, rewind, trained, part.snapshots))
+        return Level.join(parts)
+
+    def put(self, stored: Level) -> None:
+        """Keep a newly trained level 0 of these trials, with its snapshots, one seed's files each."""
+        for trial, seed in zip(self.trials, self.seeds):
+            folder = self._folder(seed)
+            folder.mkdir(parents=True, exist_ok=True)
+            _save_file(folder, 0, dataclasses.replace(stored.select([trial]), next_masks=None, rewind=None))
+
+    def lock(self) -> contextlib.AbstractContextManager:
+        """Hold these seeds' locks while finding or training their dense networks (`folder_locks`)."""
+        return folder_locks([self._folder(seed) for seed in self.seeds])
+
+    def _folder(self, seed: int) -> Path:
+        return self.directory / f"seed_{seed}"
+
+
+def dense_folder_name(exp: Experiment) -> str:
+    """The name of the folder of `exp`'s dense networks in the shared dense store: its
+    network, training and data copy, hashed as an experiment's identity is."""
+    return f"{exp.network}-dense-{Experiment(exp.network, exp.training, data_copy=exp.data_copy).identity()}"
 
 
 @dataclass(frozen=True)
@@ -113,6 +170,13 @@ class Stores:
     def levels(self, trials: list[int]) -> LevelStore:
         """The levels of `trials`, to read in order and add to."""
         return LevelStore(trials, self.directory, self.committed)
+
+    def dense(self, trials: list[int]) -> DenseStore | None:
+        """The dense networks of `trials` in the shared dense store (None without a results store)."""
+        if self.directory is None:
+            return None
+        folder = self.directory.parent / DENSE_FOLDER / dense_folder_name(self.exp)
+        return DenseStore(folder, trials, [self.exp.seeds[t] for t in trials])
 
 
 def open_stores(
@@ -243,7 +307,8 @@ def sync(results_dir: Path, portable: Path) -> list[Path]:
 
 def _save_file(folder: Path, level: int, stored: Level) -> None:
     tensors = {"next_masks": None if stored.next_masks is None else [pack_mask(m) for m in stored.next_masks],
-               "dense": stored.dense, "rewind": stored.rewind, "trained": stored.trained}  # fmt: skip
+               "dense": stored.dense, "rewind": stored.rewind, "trained": stored.trained,
+               "snapshots": stored.snapshots}  # fmt: skip
     buffer = io.BytesIO()
     torch.save({key: value for key, value in tensors.items() if value is not None}, buffer)
     blob = buffer.getvalue()
@@ -269,16 +334,22 @@ def _load_file(folder: Path, level: int) -> Level | None:
         tensors = torch.load(io.BytesIO(blob), weights_only=True, map_location="cpu")
         masks = tensors.get("next_masks")
         return Level(records, None if masks is None else [unpack_mask(m) for m in masks],
-                     tensors.get("dense"), tensors.get("rewind"), tensors.get("trained"))  # fmt: skip
+                     tensors.get("dense"), tensors.get("rewind"), tensors.get("trained"),
+                     tensors.get("snapshots"))  # fmt: skip
     except (OSError, ValueError, KeyError, TypeError, RuntimeError):
         return None
 
 
+def trial_locks(directory: Path, trials: Sequence[int]) -> contextlib.AbstractContextManager:
+    """Hold the lock of each trial in `trials` of the experiment folder `directory` (`folder_locks`)."""
+    return folder_locks([trial_dir(directory, trial) for trial in sorted(trials)])
+
+
 @contextlib.contextmanager
-def trial_locks(directory: Path, trials: Sequence[int]) -> Iterator[None]:
-    """Hold the lock of each trial in `trials` (in order, so two processes never wait on
-    each other): while one process trains a trial, another that wants to train it waits,
-    then finds its levels stored. The operating system releases a lock when its process
+def folder_locks(folders: Sequence[Path]) -> Iterator[None]:
+    """Hold the lock of each folder in `folders` (in order, so two processes that take them
+    in the same order never wait on each other): while one process trains a trial (or a
+    seed's dense network), another that wants to train it waits, then finds it stored. The operating system releases a lock when its process
     ends, however it ends, so a killed job never leaves a trial locked. The locks are
     `flock` locks on files beside the trial's levels: on a cluster the results root must be
     on a filesystem that supports them (NFS does; Lustre when mounted with `flock`). Where
@@ -291,8 +362,7 @@ def trial_locks(directory: Path, trials: Sequence[int]) -> Iterator[None]:
         return
     held = []
     try:
-        for trial in sorted(trials):
-            folder = trial_dir(directory, trial)
+        for folder in folders:
             folder.mkdir(parents=True, exist_ok=True)
             handle = open(folder / "lock", "a+")  # noqa: SIM115 (held until the block ends)
             held.append(handle)
@@ -301,7 +371,7 @@ def trial_locks(directory: Path, trials: Sequence[int]) -> Iterator[None]:
             except BlockingIOError:
                 handle.seek(0)
                 holder = handle.read().strip() or "another process"
-                print(f"waiting for trial {trial} of {directory.name}: {holder} is training it", file=sys.stderr, flush=True)
+                print(f"waiting for {folder.name} of {folder.parent.name}: {holder} is training it", file=sys.stderr, flush=True)
                 fcntl.flock(handle, fcntl.LOCK_EX)
             handle.truncate(0)
             handle.write(f"{socket.gethostname()} pid {os.getpid()} since {time.strftime('%Y-%m-%d %H:%M:%S')}\n")

@@ -59,7 +59,7 @@ class TrainResult:
     early_stop_test_acc: float  # test accuracy at the early-stop iteration
     final_test_acc: float  # test accuracy at the end of training
     final_weights: State = field(repr=False)
-    snapshot: State | None = field(default=None, repr=False)  # weights at `snapshot_iteration`
+    snapshots: dict[int, State] = field(default_factory=dict, repr=False)  # weights at each `snapshot_iterations`
 
 
 def early_stop(curve: dict[str, list[float]]) -> dict[str, float]:
@@ -83,13 +83,13 @@ def train(
     data: Dataset,
     hparams: TrainingHparams,
     start_iteration: int = 0,
-    snapshot_iteration: int | None = None,
+    snapshot_iterations: tuple[int, ...] = (),
     progress: Callable[[int, dict[str, list[float]]], None] | None = None,
 ) -> list[TrainResult]:
     """Train `members` together on `data` (on data's device) from `start_iteration`.
 
     Training runs to `hparams.iterations` (a rewound ticket resumes at its rewind
-    iteration). `snapshot_iteration` keeps each member's weights at that iteration.
+    iteration). `snapshot_iterations` keeps each member's weights at those iterations.
     `progress(iteration, metrics)` is called at each evaluation point.
     """
     if not 0 <= start_iteration < hparams.iterations:
@@ -101,13 +101,13 @@ def train(
     test_idx = test_subset(len(data.test_x), hparams.eval_examples).to(device)
     batches = batch_indices(train_idx, [m.noise_seed for m in members], batch, start_iteration, device)
     curve: dict[str, list[list[float]]] = {key: [] for key in CURVE_KEYS}
-    snapshot = None
+    snapshots: dict[int, list[State]] = {}
     with float32_kernels():
         step = TrainStep.build(network_name, members, hparams.lr, device, hparams.dropout)
         take_step = step.feeder(data.train_x, data.train_y, batch)
         for iteration in range(start_iteration, hparams.iterations + 1):
-            if iteration == snapshot_iteration:
-                snapshot = _member_states(step.network)
+            if iteration in snapshot_iterations:
+                snapshots[iteration] = _member_states(step.network)
             if iteration % hparams.eval_every == 0 or iteration == hparams.iterations:
                 _record(curve, iteration, _metrics(step.network, data, val_idx, test_idx))
                 if progress is not None:
@@ -116,7 +116,7 @@ def train(
                 break
             take_step(next(batches))
     final = _member_states(step.network)
-    return [_result(curve, i, final[i], snapshot[i] if snapshot else None) for i in range(len(members))]
+    return [_result(curve, i, final[i], {k: states[i] for k, states in snapshots.items()}) for i in range(len(members))]
 
 
 def _member_states(network: Network) -> list[State]:
@@ -316,12 +316,12 @@ def _record(curve: dict[str, list], iteration: int, metrics: list[torch.Tensor])
         curve[key].append(row)
 
 
-def _result(curve: dict[str, list], member: int, final: State, snapshot: State | None) -> TrainResult:
+def _result(curve: dict[str, list], member: int, final: State, snapshots: dict[int, State]) -> TrainResult:
     own = {key: values if key == "iteration" else [v[member] for v in values] for key, values in curve.items()}
     return TrainResult(
         curve=own,
         **early_stop(own),
         final_test_acc=own["test_acc"][-1],
         final_weights=final,
-        snapshot=snapshot,
+        snapshots=snapshots,
     )

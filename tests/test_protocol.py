@@ -43,8 +43,8 @@ IDENTITIES = {
             "conv6": ["24d1570a7e9fcae7", "bd5facdb806e1f70"],
         },
         "rewinding": {
-            "lenet300": ["b01eda363caf2739", "ae26d3f4180137aa", "411d386c74c356a0"],
-            "conv2": ["9002f0b0d062092b", "061d789adbfc8feb"],
+            "lenet300": ["b4d1c2abce2ba9e6", "ae26d3f4180137aa", "411d386c74c356a0"],
+            "conv2": ["4fd9b15b8a596243", "061d789adbfc8feb"],
         },
     },
     "cpu": {
@@ -67,8 +67,8 @@ IDENTITIES = {
             "conv6": ["ecdd10f6145dd752", "9c770b66c15cba0b"],
         },
         "rewinding": {
-            "lenet300": ["3552cc1e56b48fa6", "04294976e7913732", "c0624adf96ac79ea"],
-            "conv2": ["a8cf74b609571fc4", "401ff2ea9dcbdd47", "307f8e453295d17b"],
+            "lenet300": ["34fab19358d198d1", "04294976e7913732", "c0624adf96ac79ea"],
+            "conv2": ["bf8fe19f5d864452", "401ff2ea9dcbdd47", "307f8e453295d17b"],
         },
     },
     "paper": {
@@ -91,8 +91,8 @@ IDENTITIES = {
             "conv6": ["c6f64c4ddc5d4ce6", "992f59eea4d7d014"],
         },
         "rewinding": {
-            "lenet300": ["d6f12d8023c5d146", "8458ae2914a27ecd", "a468687eda4c75e4"],
-            "conv2": ["03dd5b79651ef639", "8039bc5fd44fff04", "484dc6e9eeba0f03"],
+            "lenet300": ["885dc86e37b91475", "8458ae2914a27ecd", "a468687eda4c75e4"],
+            "conv2": ["0fb45e849d5221ba", "8039bc5fd44fff04", "484dc6e9eeba0f03"],
         },
     },
 }  # fmt: skip

@@ -11,11 +11,12 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 
 import lth_lib.lottery
 from lth_lib.lottery import run
 from lth_lib.protocol import Experiment, PruningHparams, TrainingHparams, paper_experiment
-from lth_lib.store import experiment_dir, load_level
+from lth_lib.store import DENSE_FOLDER, experiment_dir, load_level
 
 TESTS = Path(__file__).resolve().parent
 SMALL = dict(iterations=30, eval_every=10, eval_examples=200, rounds=3, trials=2, controls=("reinit",))
@@ -83,7 +84,7 @@ def _run_child(results_root: Path, kill_after_evaluations: int | None = None) ->
 
 
 def _stored(results_root: Path) -> tuple[list[dict], pd.DataFrame]:
-    [directory] = [d for d in results_root.iterdir() if d.is_dir()]
+    [directory] = [d for d in results_root.iterdir() if d.is_dir() and d.name != DENSE_FOLDER]
     levels = [json.loads(p.read_text())["records"] for p in sorted(directory.glob("trial_*/level_*.json"))]
     return levels, pd.read_csv(directory / "records.csv")
 
@@ -92,7 +93,7 @@ def test_a_run_killed_mid_round_resumes_to_exactly_the_uninterrupted_results(tmp
     assert _run_child(tmp_path / "whole") == 0
     # 4 evaluations per level (iterations 0, 10, 20, 30): the 10th is inside level 2.
     assert _run_child(tmp_path / "killed", kill_after_evaluations=10) == -signal.SIGKILL
-    [directory] = list((tmp_path / "killed").iterdir())
+    [directory] = [p for p in (tmp_path / "killed").iterdir() if p.name != DENSE_FOLDER]
     finished = sorted(str(p.relative_to(directory)) for p in directory.glob("trial_*/level_*.json"))
     assert finished == [f"trial_{t}/level_00{level}.json" for t in (0, 1) for level in (0, 1)]
     assert not (directory / "records.csv").exists()
@@ -197,3 +198,36 @@ def test_the_results_root_comes_from_the_environment(tmp_path, synthetic, monkey
     results = run(exp, synthetic, progress=False)
     assert results.directory.parent == tmp_path / "from-env"
     assert os.path.exists(results.directory / "records.csv")
+
+
+def test_experiments_that_share_a_dense_level_train_it_once(tmp_path, synthetic, monkeypatch):
+    dense_stacks = []  # the snapshot iterations of each stack that trains a dense level
+    real_train = lth_lib.lottery.train
+    monkeypatch.setattr(lth_lib.lottery, "train", lambda *a, **k: (dense_stacks.append(a[5]) if a[5] else None)
+                        or real_train(*a, **k))  # fmt: skip
+    base = dict(iterations=30, eval_every=10, eval_examples=200, rounds=2, trials=2)
+    iterative = run(paper_experiment("lenet300", controls=("reinit",), **base), synthetic, results_root=tmp_path, progress=False)
+    assert dense_stacks == [(1, 3)]  # one stack, keeping the weights at the rewind points (2% and 10% of 30)
+    # one-shot, and tickets rewound to a rewind point, find it
+    oneshot = run(paper_experiment("lenet300", strategy="oneshot", **base), synthetic, results_root=tmp_path, progress=False)
+    rewound = run(paper_experiment("lenet300", rewind_iteration=3, **base), synthetic, results_root=tmp_path, progress=False)
+    assert dense_stacks == [(1, 3)]
+    dense = [r for r in iterative.records if r.level == 0]
+    assert [r for r in oneshot.records if r.level == 0] == dense == [r for r in rewound.records if r.level == 0]
+    for other in (oneshot, rewound):
+        assert all(torch.equal(a[name], b[name]) for a, b in zip(iterative.dense_weights, other.dense_weights) for name in a)
+    # the rewind weights are the dense training's at k = 3: what training to 3 gives
+    short = run(paper_experiment("lenet300", **{**base, "iterations": 3, "eval_every": 3, "rounds": 1}), synthetic,
+                results_store=False, progress=False)
+    assert all(torch.equal(a[name], b[name]) for a, b in zip(rewound.rewind_weights, short.dense_weights) for name in a)
+    dense_stacks.remove((1,))  # the short run's
+    # the one-shot folder holds its own level 0 (what export and sync read), found in the shared store
+    level0 = load_level(experiment_dir(oneshot.experiment, tmp_path), 0)
+    assert level0.records == [r for r in oneshot.records if r.level == 0]
+    assert level0.trained["found_in"].startswith("lenet300-dense-")
+    # a k that is no rewind point of the stored dense training trains it again, keeping that k too
+    run(paper_experiment("lenet300", rewind_iteration=5, **base), synthetic, results_root=tmp_path, progress=False)
+    assert dense_stacks == [(1, 3), (1, 3, 5)]
+    # other training hyperparameters train another dense network
+    run(paper_experiment("lenet300", **{**base, "lr": 1e-3}), synthetic, results_root=tmp_path, progress=False)
+    assert dense_stacks == [(1, 3), (1, 3, 5), (1, 3)]

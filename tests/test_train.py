@@ -60,10 +60,12 @@ def test_curve_and_bookkeeping(synthetic):
     assert r.curve["val_loss"][-1] < r.curve["val_loss"][0]
 
 
-def test_snapshot_is_the_weights_after_k_iterations(synthetic):
-    [long] = train("lenet300", [member(0)], synthetic, FAST, snapshot_iteration=20)
-    [short] = train("lenet300", [member(0)], synthetic, TrainingHparams(20, 1.2e-3, eval_every=10, eval_examples=300))
-    assert all(torch.equal(long.snapshot[k], short.final_weights[k]) for k in short.final_weights)
+def test_snapshots_are_the_weights_after_k_iterations(synthetic):
+    [long] = train("lenet300", [member(0)], synthetic, FAST, snapshot_iterations=(7, 20))
+    assert sorted(long.snapshots) == [7, 20]
+    for k in (7, 20):
+        [short] = train("lenet300", [member(0)], synthetic, TrainingHparams(k, 1.2e-3, eval_every=10, eval_examples=300))
+        assert all(torch.equal(long.snapshots[k][name], short.final_weights[name]) for name in short.final_weights)
 
 
 def test_same_seed_same_numbers(synthetic):

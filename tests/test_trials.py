@@ -113,7 +113,7 @@ def test_two_processes_on_the_same_trials_at_once_train_them_once(tmp_path, synt
     assert [child.returncode for child in children] == [0, 0], outputs
     lines = sorted(out.strip().splitlines()[-1] for out, _ in outputs)
     assert lines == ["trained 0 levels 3", "trained 3 levels 3"]  # one trained every level, the other read them
-    assert any("waiting for trial 0" in err for _, err in outputs)
+    assert any("waiting for trial_0 of" in err for _, err in outputs)
     reference = run(exp, synthetic, results_root=tmp_path / "alone", progress=False)
     shared = run(exp, synthetic, results_root=tmp_path / "shared", progress=False, training=False)
     assert shared.records == reference.records
