@@ -20,6 +20,9 @@ Rows, per network (LeNet-300-100 on MNIST, Conv-2 on CIFAR-10), batch 60:
   a CUDA graph, as `train` does there (`TrainStep.captured`), and "eager" rows launch its
   kernels one by one; for Conv-2 a "TF32" row lets cuDNN use TF32 (eager), which `train`
   does not. The reference loop runs with PyTorch's defaults (cuDNN may use TF32).
+* On a CPU, for Conv-2, two speed-ups to try: the reference loop with model and batches
+  in channels_last memory format, and lth_lib K=1 with oneDNN off (PyTorch's own conv
+  kernels). `train` uses neither unless its row wins.
 
 `--graph-check` trains K = 35 members for 200 steps both ways from the same start and
 batches and prints how far apart the parameters end; it exits 1 if they differ by more
@@ -126,7 +129,9 @@ def measure(cases: list[Case], sync: Callable[[], None], repeats: int) -> None:
 
 
 # --------------------------------------------------------------------------- reference loop
-def reference_case(name: str, device: torch.device) -> Case:
+def reference_case(name: str, device: torch.device, channels_last: bool = False) -> Case:
+    """The reference loop; `channels_last`: model and batches in that memory format (a CPU
+    speed-up to try for convolutions)."""
     import torchvision
     from torchvision import transforms
 
@@ -145,7 +150,7 @@ def reference_case(name: str, device: torch.device) -> Case:
             nn.Conv2d(3, 64, 3, padding=1), nn.ReLU(), nn.Conv2d(64, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
             nn.Flatten(), nn.Linear(64 * 16 * 16, 256), nn.ReLU(), nn.Linear(256, 256), nn.ReLU(), nn.Linear(256, 10),
         )  # fmt: skip
-    model = model.to(device)
+    model = model.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
     loader = torch.utils.data.DataLoader(dataset, batch_size=BATCH, shuffle=True, drop_last=True)
     optimizer = torch.optim.Adam(model.parameters(), lr=NETWORKS[name].lr)
     criterion = nn.CrossEntropyLoss()
@@ -160,12 +165,15 @@ def reference_case(name: str, device: torch.device) -> Case:
                 batches = iter(loader)
                 x, y = next(batches)
             x, y = x.to(device), y.to(device)
+            if channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
             loss = criterion(model(x), y)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
 
-    return Case("reference (DataLoader + nn.Module + Adam)", run, 1, 3 * forward_flops(name)[0] * BATCH)
+    label = "reference (DataLoader + nn.Module + Adam)" + (" channels_last" if channels_last else "")
+    return Case(label, run, 1, 3 * forward_flops(name)[0] * BATCH)
 
 
 # --------------------------------------------------------------------------- lth_lib's step
@@ -182,7 +190,8 @@ def pruned_members(name: str, k: int) -> list[Member]:
 
 def lth_case(name: str, k: int, data: lth_lib.Dataset, device: torch.device, variant: str = "") -> Case:
     """lth_lib's step on K members; variant "graph" (a CUDA graph, as `train` runs it on a
-    GPU), "eager" or "TF32" (cuDNN's TF32, eager), or "" (the device's default: CPU)."""
+    GPU), "eager" or "TF32" (cuDNN's TF32, eager), "" (the device's default: CPU), or
+    "oneDNN off" (a CPU's convolutions without oneDNN, PyTorch's own kernels)."""
     members = pruned_members(name, k)
     x_all, y_all = data.train_x, data.train_y
     with float32_kernels():
@@ -193,7 +202,8 @@ def lth_case(name: str, k: int, data: lth_lib.Dataset, device: torch.device, var
     tf32 = variant == "TF32"
 
     def run(n: int) -> None:
-        with torch.backends.cudnn.flags(enabled=True, benchmark=False, deterministic=not tf32, allow_tf32=tf32):
+        with torch.backends.cudnn.flags(enabled=True, benchmark=False, deterministic=not tf32, allow_tf32=tf32), \
+                torch.backends.mkldnn.flags(enabled=variant != "oneDNN off"):
             for _ in range(n):
                 take(next(batches))
 
@@ -202,10 +212,11 @@ def lth_case(name: str, k: int, data: lth_lib.Dataset, device: torch.device, var
 
 
 def lth_cases(name: str, data: lth_lib.Dataset, device: torch.device) -> list[Case]:
-    """lth_lib's rows: on a CPU K = 1, 5, 15; on a GPU also 35, each as a graph and eager,
-    and for Conv-2 K=35 with TF32."""
+    """lth_lib's rows: on a CPU K = 1, 5, 15, and for Conv-2 K=1 without oneDNN; on a GPU
+    also 35, each as a graph and eager, and for Conv-2 K=35 with TF32."""
     if device.type != "cuda":
-        return [lth_case(name, k, data, device) for k in ENSEMBLES]
+        tries = [(1, "oneDNN off")] if architecture(name).convolutional else []
+        return [lth_case(name, k, data, device, variant) for k, variant in [(k, "") for k in ENSEMBLES] + tries]
     variants = [(k, v) for k in (*ENSEMBLES, PAPER_LEVEL) for v in ("graph", "eager")]
     if architecture(name).convolutional:
         variants.append((PAPER_LEVEL, "TF32"))
@@ -299,9 +310,10 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.networks:
         data = lth_lib.load_dataset(architecture(name).dataset, device=device)
         ref = reference_case(name, device)
+        tries = [reference_case(name, device, channels_last=True)] if device.type == "cpu" and "conv" in name else []
         ours = lth_cases(name, data, device)
         rows = []
-        for case in [ref, *ours]:
+        for case in [ref, *tries, *ours]:
             n = round((case.flops / 2) ** (1 / 3))
             rows.append((case, matmul_case(n, device) if n <= 2048 else None))
         cases = [c for row in rows for c in row if c is not None]

@@ -13,7 +13,9 @@ and train the paper's controls beside them, level by level.
 `run` goes through each group of trials (`lth_lib.schedule`) job by job. A job is a
 step that skips itself when the level store (`lth_lib.store`) holds its levels;
 otherwise it prunes (each trial's ticket mask for its levels), trains the tickets and
-their controls as one stack, and stores the levels. Between jobs the loop carries what
+their controls as one stack, and stores the levels. The dense level 0 is first looked
+for in the shared dense store, where any experiment that trains the same networks alike
+left it (`store.DenseStore`). Between jobs the loop carries what
 the next one starts from: the masks, the trained dense networks, the rewind weights.
 """
 

@@ -342,7 +342,7 @@ def stability_figure(points: Sequence[Stability], results: Results, scale: str |
     between two copies trained from the weights at k (one line per k; the dense network
     solid, the ticket dashed), and the instability (the error barrier) against k, with the
     2% under which Frankle et al. (2020) call a network stable. `results`: one of the
-    rewound experiments, for the caption."""
+    rewound experiments, for the caption (trial 0's copies, no controls)."""
     fig, (lines, barrier) = plt.subplots(1, 2, figsize=(11, 4.4))
     ks = sorted({p.rewind_iteration for p in points})
     for kind, style in (("dense", "-"), ("ticket", "--")):
@@ -360,7 +360,9 @@ def stability_figure(points: Sequence[Stability], results: Results, scale: str |
     barrier.axhline(100 * STABLE_BELOW, color="0.6", linewidth=0.9, linestyle=":", label="stable below 2%")
     lines.set_xlabel(r"interpolation $\alpha$: $(1-\alpha) W_1 + \alpha W_2$")
     lines.set_ylabel("Test error (%)")
-    lines.legend(fontsize="x-small", ncol=2)
+    low, high = lines.get_ylim()  # room above the lines for the legend, so that it covers none
+    lines.set_ylim(low, high + (high - low) * (0.15 + 0.12 * len(ks)))
+    lines.legend(fontsize="x-small", ncol=2, loc="upper center")
     barrier.set_xlabel("Rewind iteration k")
     barrier.set_ylabel("Instability: error barrier (points)")
     barrier.xaxis.set_major_locator(FixedLocator(ks))
@@ -368,8 +370,10 @@ def stability_figure(points: Sequence[Stability], results: Results, scale: str |
     for ax in (lines, barrier):
         ax.grid(alpha=0.3)
     ks_text = ", ".join(f"{k:,}" for k in ks)
-    stamp(fig, dataclasses.replace(results.experiment, pruning=dataclasses.replace(results.experiment.pruning,
-          rewind_iteration=0)), scale, strategy=f"iterative, rewound to k = {ks_text}, 2 copies per k")  # fmt: skip
+    # the copies are trial 0's, without controls
+    shown = dataclasses.replace(results.experiment, trials=1, controls=(),
+                                pruning=dataclasses.replace(results.experiment.pruning, rewind_iteration=0))
+    stamp(fig, shown, scale, strategy=f"iterative, rewound to k = {ks_text}, 2 copies per k")
     return fig
 
 
