@@ -349,8 +349,9 @@ def trial_locks(directory: Path, trials: Sequence[int]) -> contextlib.AbstractCo
 def folder_locks(folders: Sequence[Path]) -> Iterator[None]:
     """Hold the lock of each folder in `folders` (in order, so two processes that take them
     in the same order never wait on each other): while one process trains a trial (or a
-    seed's dense network), another that wants to train it waits, then finds it stored. The operating system releases a lock when its process
-    ends, however it ends, so a killed job never leaves a trial locked. The locks are
+    seed's dense network), another that wants to train it waits, then finds it stored. The
+    operating system releases a lock when its process ends, however it ends, so a killed
+    job never leaves a trial locked. The locks are
     `flock` locks on files beside the trial's levels: on a cluster the results root must be
     on a filesystem that supports them (NFS does; Lustre when mounted with `flock`). Where
     `fcntl` is missing (Windows) nothing is locked: the store stays valid, but two
