@@ -63,9 +63,9 @@ import re
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import torch
 from torch import nn
@@ -137,15 +137,21 @@ def reference_case(name: str, device: torch.device, channels_last: bool = False)
 
     root, download = data_root()
     if name == "lenet300":
-        dataset = torchvision.datasets.MNIST(str(root), train=True, download=download, transform=transforms.ToTensor())
+        dataset = torchvision.datasets.MNIST(
+            str(root), train=True, download=download, transform=transforms.ToTensor()
+        )
         model = nn.Sequential(
             nn.Flatten(), nn.Linear(784, 300), nn.ReLU(), nn.Linear(300, 100), nn.ReLU(), nn.Linear(100, 10)
         )
     else:
         if (root / "cifar-10-batches-py").is_dir() or download:
-            dataset = torchvision.datasets.CIFAR10(str(root), train=True, download=download, transform=transforms.ToTensor())
+            dataset = torchvision.datasets.CIFAR10(
+                str(root), train=True, download=download, transform=transforms.ToTensor()
+            )
         else:
-            dataset = torchvision.datasets.ImageFolder(str(root / "CIFAR-10-images" / "train"), transform=transforms.ToTensor())
+            dataset = torchvision.datasets.ImageFolder(
+                str(root / "CIFAR-10-images" / "train"), transform=transforms.ToTensor()
+            )
         model = nn.Sequential(
             nn.Conv2d(3, 64, 3, padding=1), nn.ReLU(), nn.Conv2d(64, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
             nn.Flatten(), nn.Linear(64 * 16 * 16, 256), nn.ReLU(), nn.Linear(256, 256), nn.ReLU(), nn.Linear(256, 10),
@@ -202,8 +208,12 @@ def lth_case(name: str, k: int, data: lth_lib.Dataset, device: torch.device, var
     tf32 = variant == "TF32"
 
     def run(n: int) -> None:
-        with torch.backends.cudnn.flags(enabled=True, benchmark=False, deterministic=not tf32, allow_tf32=tf32), \
-                torch.backends.mkldnn.flags(enabled=variant != "oneDNN off"):
+        with (
+            torch.backends.cudnn.flags(
+                enabled=True, benchmark=False, deterministic=not tf32, allow_tf32=tf32
+            ),
+            torch.backends.mkldnn.flags(enabled=variant != "oneDNN off"),
+        ):
             for _ in range(n):
                 take(next(batches))
 
@@ -216,7 +226,9 @@ def lth_cases(name: str, data: lth_lib.Dataset, device: torch.device) -> list[Ca
     also 35, each as a graph and eager, and for Conv-2 K=35 with TF32."""
     if device.type != "cuda":
         tries = [(1, "oneDNN off")] if architecture(name).convolutional else []
-        return [lth_case(name, k, data, device, variant) for k, variant in [(k, "") for k in ENSEMBLES] + tries]
+        return [
+            lth_case(name, k, data, device, variant) for k, variant in [(k, "") for k in ENSEMBLES] + tries
+        ]
     variants = [(k, v) for k in (*ENSEMBLES, PAPER_LEVEL) for v in ("graph", "eager")]
     if architecture(name).convolutional:
         variants.append((PAPER_LEVEL, "TF32"))
@@ -291,7 +303,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--networks", nargs="+", default=["lenet300", "conv2"], choices=["lenet300", "conv2"])
     parser.add_argument("--quick", action="store_true", help="fewer, shorter repeats")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
-    parser.add_argument("--out", type=Path, default=None, help="results file (default benchmarks/results-<machine>.md)")
+    parser.add_argument(
+        "--out", type=Path, default=None, help="results file (default benchmarks/results-<machine>.md)"
+    )
     parser.add_argument("--graph-check", action="store_true",
                         help="only check that CUDA-graph steps train as eager ones do (exit 1 if not)")  # fmt: skip
     args = parser.parse_args(argv)
@@ -310,7 +324,11 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.networks:
         data = lth_lib.load_dataset(architecture(name).dataset, device=device)
         ref = reference_case(name, device)
-        tries = [reference_case(name, device, channels_last=True)] if device.type == "cpu" and "conv" in name else []
+        tries = (
+            [reference_case(name, device, channels_last=True)]
+            if device.type == "cpu" and "conv" in name
+            else []
+        )
         ours = lth_cases(name, data, device)
         rows = []
         for case in [ref, *tries, *ours]:
@@ -330,18 +348,26 @@ def main(argv: list[str] | None = None) -> int:
     lines = [
         f"# Training-step benchmark on {machine_name(device)}",
         "",
-        f"- date: {datetime.datetime.now().isoformat(timespec='seconds')}; torch {torch.__version__}; "
-        f"device {device}; threads {torch.get_num_threads()}; cores {os.cpu_count()}; batch {BATCH}",
-        f"- 1-minute load average before/after: {load_before[0]:.2f} / {os.getloadavg()[0]:.2f} "
-        f"(the run itself adds up to {torch.get_num_threads()}; before > 0 means other work had just run)",
+        (
+            f"- date: {datetime.datetime.now().isoformat(timespec='seconds')}; torch {torch.__version__}; "
+            f"device {device}; threads {torch.get_num_threads()}; cores {os.cpu_count()}; batch {BATCH}"
+        ),
+        (
+            f"- 1-minute load average before/after: {load_before[0]:.2f} / {os.getloadavg()[0]:.2f} "
+            f"(the run itself adds up to {torch.get_num_threads()}; before > 0 means other work had just run)"
+        ),
         f"- matmul roofline rate (best square fp32 mm in this run): {peak / 1e9:,.1f} GFLOP/s; "
         + ", ".join(f"mm {c.label.split()[1]}: {c.flops / c.seconds / 1e9:,.1f}" for c in peak_cases),
-        f"- repeats: {repeats} (conv: {min(repeats, 3)}), median; `python benchmarks/bench.py"
-        f"{' --quick' if args.quick else ''}` took {{elapsed}} s",
+        (
+            f"- repeats: {repeats} (conv: {min(repeats, 3)}), median; `python benchmarks/bench.py"
+            f"{' --quick' if args.quick else ''}` took {{elapsed}} s"
+        ),
         "",
-        "| network | variant | K | ms/step | network-steps/s | speedup vs reference | model GFLOP/step "
-        "| achieved GFLOP/s | equal-FLOP mm ms | fraction of equal-FLOP mm | roofline ms | roofline fraction "
-        "| executed-FLOP fraction |",
+        (
+            "| network | variant | K | ms/step | network-steps/s | speedup vs reference | model GFLOP/step "
+            "| achieved GFLOP/s | equal-FLOP mm ms | fraction of equal-FLOP mm | roofline ms | roofline fraction "
+            "| executed-FLOP fraction |"
+        ),
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     headline = None

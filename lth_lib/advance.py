@@ -114,7 +114,9 @@ def work_left(scale: str, store: Path | None, device: str) -> list[dict]:
         max_members = default_max_members(exp.network, device)
         groups = [len(group) for group in trial_groups(exp, max_members)]
         iterations = sum(
-            job_iterations(exp, [job for job in plan(exp, max_members, trials) if job[0] >= done], max_members, trials)
+            job_iterations(
+                exp, [job for job in plan(exp, max_members, trials) if job[0] >= done], max_members, trials
+            )
             for trials in groups
         )
         members = min(max_members, level_size(exp, 1, groups[0]))
@@ -143,7 +145,9 @@ def training_times_text(scale: str, store: Path) -> str:
         for folder in stored_folders(exp, store).values():
             for level, trained in training_times(folder):
                 others = trained["levels_in_job"] - 1
-                together = f" (trained with {others} other level{'s' if others > 1 else ''})" if others else ""
+                together = (
+                    f" (trained with {others} other level{'s' if others > 1 else ''})" if others else ""
+                )
                 lines.append(
                     f"{describe(exp):<32}{level:>6}{trained['networks']:>10}"
                     f"{trained['seconds']:>9.1f}  {trained['device']}, {trained['at_once']} at once, "
@@ -195,7 +199,10 @@ def advance(
             stopped = f"{'failed' if failed else 'stopped'}{f' at {describe(exp)}' if exp else ''}: {reason}"
     written = [path for directory in finished if directory.is_dir() for path in sync(directory, store)]
     spent = time.monotonic() - (end - budget)
-    print(f"{stopped or 'every experiment is complete'} ({spent:.0f} s of the {budget:.0f} s budget)", flush=True)
+    print(
+        f"{stopped or 'every experiment is complete'} ({spent:.0f} s of the {budget:.0f} s budget)",
+        flush=True,
+    )
     if failed:
         raise AdvanceFailed(written)
     return written
@@ -214,14 +221,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scale", default="paper", help=f"one of {', '.join(SCALES)} (default: paper)")
     parser.add_argument("--budget", type=float, help="seconds this process may run, everything included")
     parser.add_argument("--export", type=Path, metavar="DIR", help="pack the newly finished levels into DIR")
-    parser.add_argument("--import", dest="import_dir", type=Path, metavar="DIR", help="merge an export into the store")
-    parser.add_argument("--status", action="store_true", help="print what is stored and what is left, and exit")
-    parser.add_argument("--store", type=Path,
-                        help="the portable store (default: figures/data/paper/, committed; out/data/<scale>/ for others)")
-    parser.add_argument("--results", type=Path, help="the results store (default: LTH_RESULTS, else results/)")
-    parser.add_argument("--data", type=Path, help="the data folder (default: LTH_DATA, else torchvision's download)")
+    parser.add_argument(
+        "--import", dest="import_dir", type=Path, metavar="DIR", help="merge an export into the store"
+    )
+    parser.add_argument(
+        "--status", action="store_true", help="print what is stored and what is left, and exit"
+    )
+    parser.add_argument(
+        "--store",
+        type=Path,
+        help="the portable store (default: figures/data/paper/, committed; out/data/<scale>/ for others)",
+    )
+    parser.add_argument(
+        "--results", type=Path, help="the results store (default: LTH_RESULTS, else results/)"
+    )
+    parser.add_argument(
+        "--data", type=Path, help="the data folder (default: LTH_DATA, else torchvision's download)"
+    )
     parser.add_argument("--device", help="cpu or cuda (default: cuda where there is one)")
-    parser.add_argument("--dataset", choices=("mnist", "cifar10"), help="only the experiments on this data set")
+    parser.add_argument(
+        "--dataset", choices=("mnist", "cifar10"), help="only the experiments on this data set"
+    )
     args = parser.parse_args(argv)
     try:
         check_scale(args.scale)
@@ -247,7 +267,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("give the time budget in seconds with --budget")
     started = time.monotonic() - _process_age()  # the budget counts Python's start and imports too
     try:
-        written, status = advance(args.scale, args.budget, store, args.results, args.data, device, args.dataset, started), 0
+        written, status = (
+            advance(args.scale, args.budget, store, args.results, args.data, device, args.dataset, started),
+            0,
+        )
     except AdvanceFailed as failure:
         written, status = failure.written, 1
     print(f"{len(written)} new level files in {store}")

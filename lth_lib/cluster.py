@@ -76,7 +76,9 @@ class Options:
         if self.gpus_per_job < 0 or (self.cpus_per_job is not None and self.cpus_per_job < 1):
             raise ValueError("gpus_per_job must be at least 0 and cpus_per_job at least 1")
         if self.executor == "local" and (self.partition or self.gpus_per_job):
-            raise ValueError("a partition and GPUs per job are SLURM options: use them with the slurm executor")
+            raise ValueError(
+                "a partition and GPUs per job are SLURM options: use them with the slurm executor"
+            )
 
     @property
     def device(self) -> str:
@@ -125,7 +127,12 @@ class TrainUnits:
 
     def __init__(self, units: list[Unit], data_root: str | None, results_root: str, device: str, threads: int,
                  portable: str | None = None):  # fmt: skip
-        self.units, self.data_root, self.results_root, self.portable = units, data_root, results_root, portable
+        self.units, self.data_root, self.results_root, self.portable = (
+            units,
+            data_root,
+            results_root,
+            portable,
+        )
         self.device, self.threads = device, threads
 
     def __call__(self) -> list[str]:
@@ -196,7 +203,9 @@ def collect(folder: Path) -> list:
 
     record = json.loads((folder / "jobs.json").read_text())
     if record["executor"] != "slurm":
-        raise ValueError(f"{folder} holds {record['executor']} jobs: only SLURM jobs outlive the command that started them")
+        raise ValueError(
+            f"{folder} holds {record['executor']} jobs: only SLURM jobs outlive the command that started them"
+        )
     return [submitit.SlurmJob(folder=folder, job_id=job["job_id"]) for job in record["jobs"]]
 
 
@@ -215,4 +224,3 @@ def _reason(error: Exception) -> str:
     """The exception a job raised, from the traceback submitit reports, else its first line."""
     raised = re.findall(r"^([A-Za-z_][\w.]*(?:Error|Exception|Interrupt)\b.*)$", str(error), re.MULTILINE)
     return raised[-1] if raised else (str(error).strip().splitlines() or [type(error).__name__])[0]
-

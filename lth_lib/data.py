@@ -106,19 +106,25 @@ def _load_cpu(name: str, base: str, download: bool, copy: str) -> Dataset:
     if files is None:  # torchvision's own layout, or its download
         train, test = _torchvision_splits(name, Path(base), download)
         (train_x, train_y), (test_x, test_y) = (
-            (torch.as_tensor(np.asarray(d.data)), torch.as_tensor(np.asarray(d.targets))) for d in (train, test)
+            (torch.as_tensor(np.asarray(d.data)), torch.as_tensor(np.asarray(d.targets)))
+            for d in (train, test)
         )
     elif name == "mnist":  # the four idx files torchvision reads
         (train_x, train_y), (test_x, test_y) = (
-            (_idx(files[f"MNIST/raw/{split}-images-idx3-ubyte"]), _idx(files[f"MNIST/raw/{split}-labels-idx1-ubyte"]))
+            (
+                _idx(files[f"MNIST/raw/{split}-images-idx3-ubyte"]),
+                _idx(files[f"MNIST/raw/{split}-labels-idx1-ubyte"]),
+            )
             for split in ("train", "t10k")
         )
     else:
-        (train_x, train_y), (test_x, test_y) = (_decode_images(files, f"CIFAR-10-images/{s}/") for s in ("train", "test"))
+        (train_x, train_y), (test_x, test_y) = (
+            _decode_images(files, f"CIFAR-10-images/{s}/") for s in ("train", "test")
+        )
     if name == "mnist":
-        shape = lambda x: x.reshape(len(x), 784)  # noqa: E731
+        shape = lambda x: x.reshape(len(x), 784)
     else:
-        shape = lambda x: x.permute(0, 3, 1, 2).contiguous()  # NHWC uint8 -> NCHW  # noqa: E731
+        shape = lambda x: x.permute(0, 3, 1, 2).contiguous()  # NHWC uint8 -> NCHW
     return Dataset(
         name,
         copy,
@@ -187,7 +193,9 @@ def pack_data(name: str, path: str | Path, root: str | Path | None = None) -> Pa
     base, _ = data_root(root)
     files = _local_files(base, name)
     if files is None:
-        raise DataNotFoundError(f"no {name} files under {base / PACKED[name]} to pack; point {DATA_ENV} at a local copy")
+        raise DataNotFoundError(
+            f"no {name} files under {base / PACKED[name]} to pack; point {DATA_ENV} at a local copy"
+        )
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(
@@ -220,7 +228,9 @@ def _local_files(base: Path, name: str, packed: Path | None = None) -> dict[str,
     neither is there."""
     folder = base / PACKED[name]
     if packed is None and folder.is_dir():
-        return {str(p.relative_to(base)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()} or None
+        return {
+            str(p.relative_to(base)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()
+        } or None
     packed = packed or _packed(base, name)
     if packed is None:
         return None
@@ -228,10 +238,14 @@ def _local_files(base: Path, name: str, packed: Path | None = None) -> dict[str,
         names = arrays["names"].tobytes().decode().split("\n")
         ends = np.cumsum(arrays["sizes"])
         data = arrays["data"]
-    return {n: data[end - size : end].tobytes() for n, end, size in zip(names, ends, np.diff(ends, prepend=0))}
+    return {
+        n: data[end - size : end].tobytes() for n, end, size in zip(names, ends, np.diff(ends, prepend=0))
+    }
 
 
-def validation_split(n_train: int, seed: int, size: int = VALIDATION_EXAMPLES) -> tuple[torch.Tensor, torch.Tensor]:
+def validation_split(
+    n_train: int, seed: int, size: int = VALIDATION_EXAMPLES
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(training indices, validation indices): `size` examples held out at random by `seed`.
 
     The validation indices come in random order, so a prefix is a random subset.
@@ -258,7 +272,8 @@ def test_subset(n_test: int, examples: int | None) -> torch.Tensor:
     return torch.randperm(n_test, generator=generator(0, "test-subset"))[:examples].sort().values
 
 
-def batch_indices(train_idx: torch.Tensor, seeds: list[int], batch: int, start: int, device: torch.device
+def batch_indices(
+    train_idx: torch.Tensor, seeds: list[int], batch: int, start: int, device: torch.device
 ) -> Iterator[torch.Tensor]:
     """Yield [K, batch] example indices: each member reshuffles its own split every epoch.
 

@@ -70,7 +70,9 @@ def _release_masked_weight(layer: nn.Module, inputs: tuple, output: torch.Tensor
         layer.weight = layer.weight.detach()
 
 
-def _member(results: Results, level: int, trial: int, kind: str, control: int, weights: str) -> tuple[State, Mask]:
+def _member(
+    results: Results, level: int, trial: int, kind: str, control: int, weights: str
+) -> tuple[State, Mask]:
     """The state (Network member names) and mask to export, after checking that they are
     asked for rightly (what the store does not keep raises `results.NotKeptError`)."""
     exp = results.experiment
@@ -87,7 +89,9 @@ def _member(results: Results, level: int, trial: int, kind: str, control: int, w
                 "weights: use weights='rewind' to export this network to retrain"
             )
         return results.dense_weights[trial], results.masks[level][trial]
-    members = dict(level_members(exp, level, [results.masks[level][trial]], [results.rewind_weights[trial]], [trial]))
+    members = dict(
+        level_members(exp, level, [results.masks[level][trial]], [results.rewind_weights[trial]], [trial])
+    )
     member = members[Label(kind, trial, level, control)]
     return member.weights, member.mask
 

@@ -73,10 +73,15 @@ def level_members(exp: Experiment, level: int, masks: list[Mask], start: list[St
     `masks` on `start` weights (both in `trials` order), then, beyond the dense level 0,
     the controls by kind, trial and index (the order they train and are recorded in)."""
     trials = list(range(exp.trials)) if trials is None else trials
-    members = [(Label("ticket", t, level, 0), Member(start[i], masks[i], exp.seeds[t])) for i, t in enumerate(trials)]
+    members = [
+        (Label("ticket", t, level, 0), Member(start[i], masks[i], exp.seeds[t])) for i, t in enumerate(trials)
+    ]
     for control in exp.controls if level else ():
         members += [
-            (Label(control, t, level, c), CONTROL_MEMBERS[control](exp, level, c, masks[i], start[i], exp.seeds[t]))
+            (
+                Label(control, t, level, c),
+                CONTROL_MEMBERS[control](exp, level, c, masks[i], start[i], exp.seeds[t]),
+            )
             for i, t in enumerate(trials)
             for c in range(exp.control_trials)
         ]
@@ -308,7 +313,9 @@ def _train_job(setup: _Run, walked: _Walk, job: Job, remaining: int) -> list[Lev
     level."""
     exp, trials, max_members = setup.exp, walked.trials, setup.schedule.max_members
     masks = {level: walked.ticket_masks(level) for level in job.levels}  # prune
-    members = [m for level in job.levels for m in level_members(exp, level, masks[level], walked.start, trials)]
+    members = [
+        m for level in job.levels for m in level_members(exp, level, masks[level], walked.start, trials)
+    ]
     if setup.progress and walked.bar is None:  # one bar over all the group's training still to do
         title = setup.label(trials)
         walked.bar = TrainingBar(title, remaining)
@@ -343,7 +350,9 @@ def _level(level: int, ours: list[tuple[Label, Member, TrainResult]], tickets: l
     """One trained level as the store keeps it: its records, the masks pruned from its
     tickets (level 0, iterative), and at level 0 the trained dense networks, their weights
     at every rewind point and at `rewind_iteration` (late rewinding) as the rewind weights."""
-    stored = Level([_record(label, member.mask, result) for label, member, result in ours], next_masks, trained=trained)
+    stored = Level(
+        [_record(label, member.mask, result) for label, member, result in ours], next_masks, trained=trained
+    )
     if level == 0:
         stored.dense = tickets
         stored.snapshots = [{k: {name: value.cpu() for name, value in weights.items()} for k, weights in result.snapshots.items()}

@@ -117,13 +117,18 @@ class Network(nn.Module):
             elif isinstance(layer, Pool):
                 self.layers[layer_name], side = StackedPool(layer.size), side // layer.size
             else:
-                self.layers[layer_name], features = StackedLinear(members, features, layer.features), layer.features
+                self.layers[layer_name], features = (
+                    StackedLinear(members, features, layer.features),
+                    layer.features,
+                )
             if not isinstance(layer, Dense):
                 features = channels * side * side
 
     def prunable(self) -> dict[str, nn.Parameter]:
         """The prunable weights by layer name (biases are never pruned)."""
-        return {name: layer.weight for name, layer in self.layers.items() if not isinstance(layer, StackedPool)}
+        return {
+            name: layer.weight for name, layer in self.layers.items() if not isinstance(layer, StackedPool)
+        }
 
     def forward(self, x: torch.Tensor, dropout: Dropout | None = None) -> torch.Tensor:
         """Logits [K, B, classes]; `dropout` (training only) drops hidden fc units."""
@@ -192,7 +197,9 @@ def layer_multiply_adds(name: str) -> dict[str, int]:
     network `name` (dense, biases left out), counted on the meta device: a measure of its
     training's cost."""
     network, counts = blueprint(name), {}
-    weighted = {layer: module for layer, module in network.layers.items() if not isinstance(module, StackedPool)}
+    weighted = {
+        layer: module for layer, module in network.layers.items() if not isinstance(module, StackedPool)
+    }
 
     def counter(layer: str) -> Callable:
         def count(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:

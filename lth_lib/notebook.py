@@ -114,7 +114,9 @@ class NotebookParameters:
             if network not in NETWORKS:
                 raise ValueError(f"unknown network {network!r}; known: {', '.join(NETWORKS)}")
         if not all(k.strip().isdigit() for k in self.rewind_iterations.split(",") if k.strip()):
-            raise ValueError(f"rewind_iterations must be comma-separated iterations, got {self.rewind_iterations!r}")
+            raise ValueError(
+                f"rewind_iterations must be comma-separated iterations, got {self.rewind_iterations!r}"
+            )
         if self.train is not None and not isinstance(self.train, bool):
             raise ValueError(f"train must be True, False or None, got {self.train!r}")
         check_parameter_names(self.protocol)
@@ -143,7 +145,9 @@ class NotebookParameters:
             raise ValueError(f"{self.notebook} draws {', '.join(drawings)}, not {drawing!r}")
         drawn = {network: {label: e for d in drawings for label, e in DRAWINGS[d](self, network).items()}
                  for network in self.network_list}  # fmt: skip
-        return drawn if drawing is None else {network: by_label[drawing] for network, by_label in drawn.items()}
+        return (
+            drawn if drawing is None else {network: by_label[drawing] for network, by_label in drawn.items()}
+        )
 
     def data(self, network: str, device: str | None = None) -> Dataset:
         """`network`'s data set from this notebook's data_root, on `device` (None: where
@@ -212,7 +216,9 @@ DRAWINGS: dict[str, Callable[[NotebookParameters, str], dict[str, Experiment]]] 
     # the one-shot sweep at the same per-layer sizes, tickets only
     "one-shot": lambda params, network: {"one-shot": params.experiment(network, strategy="oneshot")},
     # the dropout figure's: iterative pruning with dropout, beside random reinitialisation
-    "dropout": lambda params, network: {"dropout": params.experiment(network, dropout=DROPOUT, controls=("reinit",))},
+    "dropout": lambda params, network: {
+        "dropout": params.experiment(network, dropout=DROPOUT, controls=("reinit",))
+    },
     # the same networks without dropout: the iterative experiment
     "no dropout": lambda params, network: {"no dropout": _iterative(params, network)},
     # tickets rewound to each iteration k of `rewind_iterations` (else the scale's), tickets

@@ -82,7 +82,11 @@ def _rounds(rounds: int, levels_done: int | None) -> str:
 
 
 def stamp(
-    fig: Figure, exp: Experiment, scale: str | None = None, strategy: str | None = None, levels_done: int | None = None
+    fig: Figure,
+    exp: Experiment,
+    scale: str | None = None,
+    strategy: str | None = None,
+    levels_done: int | None = None,
 ) -> None:
     """Write `scale_caption(exp, scale, strategy, levels_done)` as small grey text along the
     bottom of `fig`, and lay the figure out to leave room for it. Stamping again replaces
@@ -90,8 +94,15 @@ def stamp(
     for text in [t for t in fig.texts if t.get_gid() == STAMP_GID]:
         text.remove()
     fig.text(
-        0.5, 0.005, scale_caption(exp, scale, strategy, levels_done), ha="center", va="bottom",
-        fontsize=STAMP_FONTSIZE, color="0.45", gid=STAMP_GID, wrap=True,
+        0.5,
+        0.005,
+        scale_caption(exp, scale, strategy, levels_done),
+        ha="center",
+        va="bottom",
+        fontsize=STAMP_FONTSIZE,
+        color="0.45",
+        gid=STAMP_GID,
+        wrap=True,
     )
     room = min(0.25, 2.6 * STAMP_FONTSIZE / 72 / fig.get_figheight())  # two lines of caption
     engine = fig.get_layout_engine()
@@ -154,7 +165,11 @@ def plot_training_curves(
         color = f"C{i % 10}"
         dashed = kind != "ticket" and level != 0
         ax.plot(
-            stats.index, stats["mean"], color=color, linestyle="--" if dashed else "-", linewidth=1.4,
+            stats.index,
+            stats["mean"],
+            color=color,
+            linestyle="--" if dashed else "-",
+            linewidth=1.4,
             label=percent_label(rows.percent_remaining.mean()),
         )
         ax.fill_between(stats.index, stats["min"], stats["max"], color=color, alpha=0.15, linewidth=0)
@@ -169,9 +184,7 @@ def plot_training_curves(
     return ax
 
 
-def paper_figure(
-    results: Results, scale: str | None = None, levels: Sequence[int] | None = None
-) -> Figure:
+def paper_figure(results: Results, scale: str | None = None, levels: Sequence[int] | None = None) -> Figure:
     """Three panels: test accuracy over training at a few levels, the early-stop
     iteration, and the accuracy at early stop; stamped with the experiment's caption."""
     fig, (curves, iterations, accuracy) = plt.subplots(1, 3, figsize=(15, 4.4))
@@ -199,7 +212,7 @@ def save_figure(fig: Figure, path: str | Path, dpi: int = 150) -> list[Path]:
 
 def default_levels(rounds: int, count: int = 5) -> list[int]:
     """About `count` levels spread evenly over 0..rounds (always 0 and the last)."""
-    return sorted({int(round(x)) for x in np.linspace(0, rounds, min(count, rounds + 1))})
+    return sorted({round(x) for x in np.linspace(0, rounds, min(count, rounds + 1))})
 
 
 def level_stats(table: pd.DataFrame, metric: str) -> pd.DataFrame:
@@ -229,8 +242,16 @@ def _plot_by_level(
         color = (colors or {}).get(kind, f"C{(offset + i) % 10}")
         yerr = np.vstack([rows["mean"] - rows["min"], rows["max"] - rows["mean"]])
         ax.errorbar(
-            rows["percent"], rows["mean"], yerr=yerr, color=color, linestyle="-" if kind == "ticket" else "--",
-            marker="o", markersize=3, linewidth=1.4, capsize=2.5, elinewidth=0.9,
+            rows["percent"],
+            rows["mean"],
+            yerr=yerr,
+            color=color,
+            linestyle="-" if kind == "ticket" else "--",
+            marker="o",
+            markersize=3,
+            linewidth=1.4,
+            capsize=2.5,
+            elinewidth=0.9,
             label=f"{label} {name}" if label else name,
         )
     _percent_axis(ax)
@@ -282,7 +303,9 @@ def strategy_figure(results: Mapping[str, Results], scale: str | None = None) ->
     # only the tickets are drawn, so the caption names the strategies and no controls
     first = next(iter(results.values())).experiment
     done = min(r.levels_done for r in results.values())
-    stamp(fig, dataclasses.replace(first, controls=()), scale, strategy=" vs ".join(results), levels_done=done)
+    stamp(
+        fig, dataclasses.replace(first, controls=()), scale, strategy=" vs ".join(results), levels_done=done
+    )
     return fig
 
 
@@ -300,11 +323,15 @@ def controls_figure(results: Results, scale: str | None = None) -> Figure:
         stats = rows.groupby("iteration")["test_acc"].agg(["mean", "min", "max"])
         settled.append(stats)
         style = "-" if kind == "ticket" else "--"
-        curves.plot(stats.index, stats["mean"], color=f"C{i}", linestyle=style, label=KIND_NAMES.get(kind, kind))
+        curves.plot(
+            stats.index, stats["mean"], color=f"C{i}", linestyle=style, label=KIND_NAMES.get(kind, kind)
+        )
         curves.fill_between(stats.index, stats["min"], stats["max"], color=f"C{i}", alpha=0.15, linewidth=0)
     _zoom(curves, settled)
     curves.xaxis.set_major_locator(_integer_locator())
-    curves.set_title(f"{percent_label(results.percent_remaining(level))}% of weights remaining", fontsize="medium")
+    curves.set_title(
+        f"{percent_label(results.percent_remaining(level))}% of weights remaining", fontsize="medium"
+    )
     curves.set_xlabel("Training iterations")
     curves.set_ylabel(METRIC_LABELS["test_acc"])
     curves.legend(fontsize="small")
@@ -326,8 +353,15 @@ def travel_figure(travel: pd.DataFrame, results: Results, level: int, scale: str
         values = travel[column].to_numpy()
         bins = np.linspace(np.quantile(values, 0.001), np.quantile(values, 0.999), 80)
         for in_ticket, color, name in ((True, "C0", kept), (False, "C3", "pruned")):
-            ax.hist(travel.loc[travel.in_ticket == in_ticket, column], bins=bins, density=True, histtype="step",
-                    color=color, linewidth=1.4, label=name)
+            ax.hist(
+                travel.loc[travel.in_ticket == in_ticket, column],
+                bins=bins,
+                density=True,
+                histtype="step",
+                color=color,
+                linewidth=1.4,
+                label=name,
+            )
         ax.set_xlabel(xlabel)
         ax.set_ylabel("density")
         ax.set_yscale("log")
@@ -346,10 +380,14 @@ def stability_figure(points: Sequence[Stability], results: Results, scale: str |
     fig, (lines, barrier) = plt.subplots(1, 2, figsize=(11, 4.4))
     ks = sorted({p.rewind_iteration for p in points})
     for kind, style in (("dense", "-"), ("ticket", "--")):
-        chosen = sorted((p for p in points if (p.level == 0) == (kind == "dense")), key=lambda p: p.rewind_iteration)
+        chosen = sorted(
+            (p for p in points if (p.level == 0) == (kind == "dense")), key=lambda p: p.rewind_iteration
+        )
         if not chosen:
             continue
-        name = "dense (100%)" if kind == "dense" else f"ticket ({percent_label(chosen[0].percent_remaining)}%)"
+        name = (
+            "dense (100%)" if kind == "dense" else f"ticket ({percent_label(chosen[0].percent_remaining)}%)"
+        )
         for p in chosen:
             alphas = np.linspace(0, 1, len(p.errors))
             color = f"C{ks.index(p.rewind_iteration)}"
@@ -371,8 +409,12 @@ def stability_figure(points: Sequence[Stability], results: Results, scale: str |
         ax.grid(alpha=0.3)
     ks_text = ", ".join(f"{k:,}" for k in ks)
     # the copies are trial 0's, without controls
-    shown = dataclasses.replace(results.experiment, trials=1, controls=(),
-                                pruning=dataclasses.replace(results.experiment.pruning, rewind_iteration=0))
+    shown = dataclasses.replace(
+        results.experiment,
+        trials=1,
+        controls=(),
+        pruning=dataclasses.replace(results.experiment.pruning, rewind_iteration=0),
+    )
     stamp(fig, shown, scale, strategy=f"iterative, rewound to k = {ks_text}, 2 copies per k")
     return fig
 

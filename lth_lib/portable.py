@@ -64,7 +64,11 @@ def portable_store(scale: str) -> Path | None:
     the paper scale, out/data/<scale>/ (git-ignored) for the others; None outside a checkout."""
     if PROJECT is None:
         return None
-    return PROJECT / "figures" / "data" / scale if scale in COMMITTED_SCALES else PROJECT / "out" / "data" / scale
+    return (
+        PROJECT / "figures" / "data" / scale
+        if scale in COMMITTED_SCALES
+        else PROJECT / "out" / "data" / scale
+    )
 
 
 def committed_store(scale: str) -> Path | None:
@@ -87,7 +91,9 @@ def stored_levels(directory: Path) -> list[int]:
     checksums), in order."""
     sums = _checksums(directory) if directory.is_dir() else {}
     return sorted(
-        int(p.stem.split("_")[1]) for p in directory.glob("level_*.npz") if sums.get(p.name) == _sha256(p.read_bytes())
+        int(p.stem.split("_")[1])
+        for p in directory.glob("level_*.npz")
+        if sums.get(p.name) == _sha256(p.read_bytes())
     )
 
 
@@ -105,7 +111,10 @@ def resumable(exp: Experiment) -> bool:
     when they are small."""
     if exp.pruning.strategy == "iterative" and not exp.pruning.rewind_iteration:
         return True
-    return exp.trials * 4 * sum(shape.numel() for shape in parameter_shapes(exp.network).values()) <= SMALL_WEIGHTS
+    return (
+        exp.trials * 4 * sum(shape.numel() for shape in parameter_shapes(exp.network).values())
+        <= SMALL_WEIGHTS
+    )
 
 
 def training_times(directory: Path) -> list[tuple[int, dict]]:
@@ -221,7 +230,9 @@ def experiment_of(directory: Path) -> Experiment:
     return Experiment.from_dict(json.loads((directory / "experiment.json").read_text())["experiment"])
 
 
-def add_levels(target: Path, levels: list[tuple[int, Level]], experiment_json: bytes, last: int) -> list[Path]:
+def add_levels(
+    target: Path, levels: list[tuple[int, Level]], experiment_json: bytes, last: int
+) -> list[Path]:
     """Write `levels` (level, Level) into the portable experiment folder `target` (with its
     experiment.json, if new); `last`: the experiment's last finished level, whose masks a
     resume needs. The files written."""
@@ -237,7 +248,10 @@ def export(store: Path, files: list[Path], out: Path, note: dict | None = None) 
     """Pack `files` (level files of `store`, with their experiments' experiment.json) into
     at most MAX_PARTS tar parts under `out`, beside MANIFEST.json; the files written."""
     out.mkdir(parents=True, exist_ok=True)
-    members = sorted({f.relative_to(store) for f in files} | {f.parent.relative_to(store) / "experiment.json" for f in files})
+    members = sorted(
+        {f.relative_to(store) for f in files}
+        | {f.parent.relative_to(store) / "experiment.json" for f in files}
+    )
     parts: list[list[Path]] = []
     size = 0
     for member in members:
@@ -248,7 +262,9 @@ def export(store: Path, files: list[Path], out: Path, note: dict | None = None) 
         parts[-1].append(member)
         size += grown
     if len(parts) > MAX_PARTS:
-        raise ExportError(f"the export needs {len(parts)} parts of {PART_LIMIT:,} bytes; at most {MAX_PARTS} travel")
+        raise ExportError(
+            f"the export needs {len(parts)} parts of {PART_LIMIT:,} bytes; at most {MAX_PARTS} travel"
+        )
     written = []
     for index, part in enumerate(parts):
         path = out / f"part-{index:03d}.tar"
@@ -261,7 +277,9 @@ def export(store: Path, files: list[Path], out: Path, note: dict | None = None) 
         "version": VERSION,
         "made": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         **(note or {}),
-        "parts": [{"name": p.name, "bytes": p.stat().st_size, "sha256": _sha256(p.read_bytes())} for p in written],
+        "parts": [
+            {"name": p.name, "bytes": p.stat().st_size, "sha256": _sha256(p.read_bytes())} for p in written
+        ],
         "files": [{"path": str(m), "sha256": _sha256((store / m).read_bytes())} for m in members],
     }
     (out / "MANIFEST.json").write_text(json.dumps(manifest, indent=1) + "\n")
@@ -278,18 +296,27 @@ def import_export(export_dir: Path, store: Path) -> list[Path]:
             path = export_dir / part["name"]
             blob = path.read_bytes() if path.is_file() else b""
             if len(blob) != part["bytes"] or _sha256(blob) != part["sha256"]:
-                raise ExportError(f"{path} is missing, truncated or corrupted: its size or sha256 is not the manifest's")
+                raise ExportError(
+                    f"{path} is missing, truncated or corrupted: its size or sha256 is not the manifest's"
+                )
             with tarfile.open(fileobj=io.BytesIO(blob)) as tar:
                 for member in tar.getmembers():
                     name = Path(member.name)
-                    if not member.isfile() or name.is_absolute() or ".." in name.parts or len(name.parts) != 2:
+                    if (
+                        not member.isfile()
+                        or name.is_absolute()
+                        or ".." in name.parts
+                        or len(name.parts) != 2
+                    ):
                         raise ExportError(f"{path} holds {member.name!r}, which no export writes")
                     (unpacked / name.parent).mkdir(parents=True, exist_ok=True)
                     (unpacked / name).write_bytes(tar.extractfile(member).read())
         files = {f["path"]: f["sha256"] for f in manifest["files"]}
         found = {str(p.relative_to(unpacked)) for p in unpacked.rglob("*") if p.is_file()}
         if found != set(files):
-            raise ExportError(f"the parts hold other files than the manifest lists: {sorted(found ^ set(files))}")
+            raise ExportError(
+                f"the parts hold other files than the manifest lists: {sorted(found ^ set(files))}"
+            )
         for name, digest in files.items():
             if _sha256((unpacked / name).read_bytes()) != digest:
                 raise ExportError(f"{name} in the export does not match its sha256")
@@ -323,7 +350,9 @@ def _read_manifest(export_dir: Path) -> dict:
     if not isinstance(manifest, dict) or manifest.get("format") != f"{FORMAT}-export":
         raise ExportError(f"{path} is not an lth export manifest (format {manifest.get('format')!r})")
     if manifest.get("version") != VERSION:
-        raise ExportError(f"{path} has export version {manifest.get('version')}; this lth_lib reads {VERSION}")
+        raise ExportError(
+            f"{path} has export version {manifest.get('version')}; this lth_lib reads {VERSION}"
+        )
     return manifest
 
 
@@ -334,11 +363,17 @@ def _check_experiment(folder: Path) -> None:
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise ExportError(f"{folder.name}: no valid experiment.json ({error})") from None
     if folder.name != experiment.folder_name:
-        raise ExportError(f"{folder.name} does not hold the experiment its name gives (identity {experiment.identity()})")
+        raise ExportError(
+            f"{folder.name} does not hold the experiment its name gives (identity {experiment.identity()})"
+        )
     for path in folder.glob("level_*.npz"):
         with np.load(path) as arrays:
             meta = json.loads(arrays["meta"].tobytes())
-        if (meta.get("format"), meta.get("version"), f"level_{meta.get('level'):03d}.npz") != (FORMAT, VERSION, path.name):
+        if (meta.get("format"), meta.get("version"), f"level_{meta.get('level'):03d}.npz") != (
+            FORMAT,
+            VERSION,
+            path.name,
+        ):
             raise ExportError(f"{folder.name}/{path.name} is not a level file of this format")
 
 
@@ -349,7 +384,9 @@ def _checksums(directory: Path) -> dict[str, str]:
 
 def _add_checksums(directory: Path, paths: list[Path]) -> None:
     sums = {**_checksums(directory), **{p.name: _sha256(p.read_bytes()) for p in paths}}
-    atomic_write(directory / "checksums.json", (json.dumps(dict(sorted(sums.items())), indent=1) + "\n").encode())
+    atomic_write(
+        directory / "checksums.json", (json.dumps(dict(sorted(sums.items())), indent=1) + "\n").encode()
+    )
 
 
 def _sha256(blob: bytes) -> str:

@@ -47,10 +47,17 @@ class TrainingBar:
             # there is none (a pipe, a pty of size 0, which would make tqdm print nothing):
             # 120x24
             size = shutil.get_terminal_size((120, 24))
-            options = {"file": sys.stdout, "mininterval": TEXT_INTERVAL, "ncols": size.columns, "nrows": size.lines}
+            options = {
+                "file": sys.stdout,
+                "mininterval": TEXT_INTERVAL,
+                "ncols": size.columns,
+                "nrows": size.lines,
+            }
         self.title = title
         # 12.3k/65.0k for long runs; whole numbers for short ones
-        self.tqdm = tqdm(total=total, desc=title, unit="it", unit_scale=total >= 10_000, leave=True, **options)
+        self.tqdm = tqdm(
+            total=total, desc=title, unit="it", unit_scale=total >= 10_000, leave=True, **options
+        )
 
     def job(self, description: str, first: int) -> Callable[[int, dict], None]:
         """Start a job named `description`; the progress callback for its training."""

@@ -96,9 +96,13 @@ class Architecture:
         kinds = [type(layer) for layer in self.layers]
         dense = kinds.index(Dense) if Dense in kinds else len(kinds)
         if dense == len(kinds) or any(kind is not Dense for kind in kinds[dense:]):
-            raise ValueError("an architecture ends with fully connected (Dense) layers, and has nothing after them")
+            raise ValueError(
+                "an architecture ends with fully connected (Dense) layers, and has nothing after them"
+            )
         if dense and len(self.input_shape) != 3:
-            raise ValueError(f"convolutions need an input of (channels, height, width), got {self.input_shape}")
+            raise ValueError(
+                f"convolutions need an input of (channels, height, width), got {self.input_shape}"
+            )
         if any(isinstance(layer, Conv) and layer.kernel % 2 == 0 for layer in self.layers):
             raise ValueError("a 'same' convolution needs an odd kernel size")
 
@@ -151,16 +155,23 @@ def output_rate(fc_rate: float) -> float:
 
 SCALES = ("smoke", "cpu", "paper")
 SCALE_ENV = "LTH_SCALE"
-_CIFAR = dict(dataset="cifar10", input_shape=(3, 32, 32))
+_CIFAR = {"dataset": "cifar10", "input_shape": (3, 32, 32)}
 _CONV_FC = (Dense(256), Dense(256), Dense(10))
-_CONV_SMOKE = dict(iterations=4, eval_every=2, eval_examples=60, rounds=1, trials=1, control_trials=1)
+_CONV_SMOKE = {
+    "iterations": 4,
+    "eval_every": 2,
+    "eval_examples": 60,
+    "rounds": 1,
+    "trials": 1,
+    "control_trials": 1,
+}
 NETWORKS: dict[str, NetworkProtocol] = {
     "lenet300": NetworkProtocol(
         architecture=Architecture(dataset="mnist", input_shape=(784,), layers=(Dense(300), Dense(100), Dense(10))),
         iterations=50_000, lr=1.2e-3,
         scales={
-            "smoke": dict(iterations=60, eval_every=20, eval_examples=500, rounds=2, trials=1, control_trials=1),
-            "cpu": dict(iterations=5000, eval_every=100, eval_examples=2000, rounds=12, trials=2, control_trials=1),
+            "smoke": {"iterations": 60, "eval_every": 20, "eval_examples": 500, "rounds": 2, "trials": 1, "control_trials": 1},
+            "cpu": {"iterations": 5000, "eval_every": 100, "eval_examples": 2000, "rounds": 12, "trials": 2, "control_trials": 1},
         },
     ),
     "conv2": NetworkProtocol(
@@ -168,7 +179,7 @@ NETWORKS: dict[str, NetworkProtocol] = {
         iterations=20_000, lr=2e-4, conv_rate=0.1, dropout_lr=3e-4,
         scales={
             "smoke": _CONV_SMOKE,
-            "cpu": dict(iterations=300, eval_every=50, eval_examples=500, rounds=3, trials=1, control_trials=1),
+            "cpu": {"iterations": 300, "eval_every": 50, "eval_examples": 500, "rounds": 3, "trials": 1, "control_trials": 1},
         },
     ),
     "conv4": NetworkProtocol(
@@ -176,7 +187,7 @@ NETWORKS: dict[str, NetworkProtocol] = {
         iterations=25_000, lr=3e-4, conv_rate=0.1, dropout_lr=2e-4,
         scales={
             "smoke": _CONV_SMOKE,
-            "cpu": dict(iterations=200, eval_every=50, eval_examples=500, rounds=2, trials=1, control_trials=1),
+            "cpu": {"iterations": 200, "eval_every": 50, "eval_examples": 500, "rounds": 2, "trials": 1, "control_trials": 1},
         },
     ),
     "conv6": NetworkProtocol(
@@ -187,7 +198,7 @@ NETWORKS: dict[str, NetworkProtocol] = {
         iterations=30_000, lr=3e-4, conv_rate=0.15, dropout_lr=2e-4,
         scales={
             "smoke": _CONV_SMOKE,
-            "cpu": dict(iterations=200, eval_every=50, eval_examples=500, rounds=1, trials=1, control_trials=1),
+            "cpu": {"iterations": 200, "eval_every": 50, "eval_examples": 500, "rounds": 1, "trials": 1, "control_trials": 1},
         },
     ),
 }  # fmt: skip
@@ -353,10 +364,22 @@ class Experiment:
 PARAMETERS: dict[str, str] = {
     **{f.name: "training" for f in dataclasses.fields(TrainingHparams)},
     **{f.name: "pruning" for f in dataclasses.fields(PruningHparams)},
-    **{f.name: "experiment" for f in dataclasses.fields(Experiment) if f.name not in ("network", "training", "pruning")},
+    **{
+        f.name: "experiment"
+        for f in dataclasses.fields(Experiment)
+        if f.name not in ("network", "training", "pruning")
+    },
 }
-_TYPES = {"int": (int,), "float": (float, int), "int | None": (int, type(None)), "str": (str,), "tuple[str, ...]": (tuple,)}
-_FIELD_TYPES = {f.name: f.type for cls in (TrainingHparams, PruningHparams, Experiment) for f in dataclasses.fields(cls)}
+_TYPES = {
+    "int": (int,),
+    "float": (float, int),
+    "int | None": (int, type(None)),
+    "str": (str,),
+    "tuple[str, ...]": (tuple,),
+}
+_FIELD_TYPES = {
+    f.name: f.type for cls in (TrainingHparams, PruningHparams, Experiment) for f in dataclasses.fields(cls)
+}
 
 
 def check_parameters(values: Mapping[str, object]) -> None:
@@ -365,7 +388,9 @@ def check_parameters(values: Mapping[str, object]) -> None:
     experiment is made."""
     unknown = sorted(set(values) - set(PARAMETERS))
     if unknown:
-        raise ValueError(f"unknown experiment parameter {unknown[0]!r}; known: {', '.join(sorted(PARAMETERS))}")
+        raise ValueError(
+            f"unknown experiment parameter {unknown[0]!r}; known: {', '.join(sorted(PARAMETERS))}"
+        )
     for name, value in values.items():
         kinds = _TYPES[_FIELD_TYPES[name]]
         if isinstance(value, bool) or not isinstance(value, kinds):
@@ -409,7 +434,9 @@ def scaled_experiment(network: str, scale: str, **overrides) -> Experiment:
     `scale`; `overrides` win."""
     protocol = network_protocol(network)
     if check_scale(scale) != "paper" and scale not in protocol.scales:
-        raise ValueError(f"network {network!r} has no settings for scale {scale!r} (its NetworkProtocol's `scales`)")
+        raise ValueError(
+            f"network {network!r} has no settings for scale {scale!r} (its NetworkProtocol's `scales`)"
+        )
     paper = {"rounds": protocol.rounds, "trials": protocol.trials, "control_trials": protocol.control_trials}
     return paper_experiment(network, **{**paper, **protocol.scales.get(scale, {}), **overrides})
 

@@ -51,7 +51,9 @@ def _keep_largest(scores: torch.Tensor, keep: int) -> torch.Tensor:
 def _scores(weights: dict[str, torch.Tensor], mask: Mask) -> dict[str, torch.Tensor]:
     """|w| on survivors, -1 on pruned weights (so they are never kept again)."""
     return {
-        layer: torch.where(mask[layer].to(w.device), w.detach().abs(), torch.tensor(-1.0, device=w.device)).cpu()
+        layer: torch.where(
+            mask[layer].to(w.device), w.detach().abs(), torch.tensor(-1.0, device=w.device)
+        ).cpu()
         for layer, w in weights.items()
     }
 
@@ -105,7 +107,8 @@ def random_prune(mask: Mask, generator: torch.Generator) -> Mask:
 def pack_mask(mask: Mask) -> dict:
     """A mask as bit-packed uint8 tensors (8x smaller on disk), with each layer's shape."""
     return {
-        layer: (torch.from_numpy(np.packbits(m.cpu().numpy().ravel())), tuple(m.shape)) for layer, m in mask.items()
+        layer: (torch.from_numpy(np.packbits(m.cpu().numpy().ravel())), tuple(m.shape))
+        for layer, m in mask.items()
     }
 
 
@@ -131,7 +134,9 @@ def pruning_schedule(exp: Experiment) -> str:
         left = surviving_counts(counts, exp.rates, level)
         kept = sum(left.values())
         rows.append(
-            f"{level:>5}" + "".join(f"{left[layer]:>11,}" for layer in layers) + f"{kept:>11,}{100 * kept / total:>8.2f}%"
+            f"{level:>5}"
+            + "".join(f"{left[layer]:>11,}" for layer in layers)
+            + f"{kept:>11,}{100 * kept / total:>8.2f}%"
         )
     rates = ", ".join(f"{layer} {rate:g}" for layer, rate in exp.rates.items())
     return f"rates per round: {rates}\n" + "\n".join(rows)

@@ -77,7 +77,9 @@ def check_request(names: list[str], parameters: dict) -> None:
     if unknown:
         raise ValueError(f"unknown notebook(s) {', '.join(unknown)}; notebooks: {', '.join(known)}")
     for name in names:
-        NotebookParameters.of(parameters, name if name in NOTEBOOKS else None)  # bad names and values raise here
+        NotebookParameters.of(
+            parameters, name if name in NOTEBOOKS else None
+        )  # bad names and values raise here
 
 
 def run_name(scale: str, parameters: dict) -> str:
@@ -154,7 +156,9 @@ def regenerate(names: list[str], scale: str, parameters: dict[str, dict], out_di
     output; the outcome of each."""
     import papermill
 
-    os.environ.pop("JPY_SESSION_NAME", None)  # text progress bars in the kernels, even if started from JupyterLab
+    os.environ.pop(
+        "JPY_SESSION_NAME", None
+    )  # text progress bars in the kernels, even if started from JupyterLab
     outcomes = []
     for i, name in enumerate(names, 1):
         print(f"\n[{i}/{len(names)}] {name} at scale {scale}", flush=True)
@@ -172,7 +176,7 @@ def regenerate(names: list[str], scale: str, parameters: dict[str, dict], out_di
                 stderr_file=sys.stderr,
                 **kernel_options(),
             )
-        except Exception as failure:  # papermill raises its own error types; report and go on
+        except Exception as failure:  # noqa: BLE001 (papermill raises its own error types; report and go on)
             error = f"{type(failure).__name__}: {str(failure).strip().splitlines()[-1] if str(failure).strip() else ''}"
         if error is None:
             keep_notebook(out_dir / f"{name}.ipynb", figures_dir / "notebooks" / f"{name}.ipynb")
@@ -205,7 +209,11 @@ def keep_notebook(executed: Path, kept: Path) -> None:
         merged = []  # a progress bar comes as one stream output per redraw: join them, as a terminal would
         for output in cell.get("outputs", []):
             previous = merged[-1] if merged else None
-            if previous and output.output_type == previous.output_type == "stream" and output.name == previous.name:
+            if (
+                previous
+                and output.output_type == previous.output_type == "stream"
+                and output.name == previous.name
+            ):
                 previous.text += output.text
             else:
                 merged.append(output)
@@ -242,8 +250,12 @@ def refresh(names: list[str]) -> None:
             started = time.perf_counter()
             nb = nbformat.read(path, as_version=4)
             client = nbclient.NotebookClient(
-                nb, timeout=600, kernel_name="python3", record_timing=False,
-                resources={"metadata": {"path": str(NOTEBOOK_DIR)}}, **kernel_options(),
+                nb,
+                timeout=600,
+                kernel_name="python3",
+                record_timing=False,
+                resources={"metadata": {"path": str(NOTEBOOK_DIR)}},
+                **kernel_options(),
             )
             client.execute()
             nbformat.write(clean_notebook(nb), path)
@@ -256,14 +268,18 @@ def write_timings(outcomes: list[Outcome], scale: str, figures_dir: Path) -> Pat
     lines = [
         f"# Regeneration at scale `{scale}`",
         "",
-        f"Run on {datetime.date.today().isoformat()}, {device}, {platform.machine()} {platform.system()}, "
-        f"Python {platform.python_version()}, PyTorch {torch.__version__}, {torch.get_num_threads()} threads.",
+        (
+            f"Run on {datetime.date.today().isoformat()}, {device}, {platform.machine()} {platform.system()}, "
+            f"Python {platform.python_version()}, PyTorch {torch.__version__}, {torch.get_num_threads()} threads."
+        ),
         "Times include training, or reusing stored rounds where an earlier notebook made them.",
         "",
         "| notebook | wall time | status |",
         "| --- | ---: | --- |",
     ]
-    lines += [f"| {o.notebook} | {_minutes(o.seconds)} | {'ok' if o.error is None else o.error} |" for o in outcomes]
+    lines += [
+        f"| {o.notebook} | {_minutes(o.seconds)} | {'ok' if o.error is None else o.error} |" for o in outcomes
+    ]
     lines.append(f"| **total** | {_minutes(sum(o.seconds for o in outcomes))} | |")
     path = figures_dir / f"timings-{scale}.md"
     figures_dir.mkdir(parents=True, exist_ok=True)
@@ -320,14 +336,18 @@ def train_on_cluster(names: list[str], scale: str, parameters: dict[str, dict], 
         for job, units in zip(jobs, json.loads((options.folder / "jobs.json").read_text())["jobs"]):
             print(f"  job {job.job_id}: {'; '.join(units['units'])}", flush=True)
         if no_wait:
-            print(f"submitted; to wait for them and draw the figures later: "
-                  f"python -m lth_lib.regenerate --collect {options.folder} (with this command's other options)")
+            print(
+                f"submitted; to wait for them and draw the figures later: "
+                f"python -m lth_lib.regenerate --collect {options.folder} (with this command's other options)"
+            )
             return 0
     failures = cluster.wait(jobs)
     for failure in failures:
         print(failure, file=sys.stderr)
     if failures:
-        print("every level the jobs finished is stored: run the same command again to resume", file=sys.stderr)
+        print(
+            "every level the jobs finished is stored: run the same command again to resume", file=sys.stderr
+        )
         return 1
     print("every job has finished", flush=True)
     return None
@@ -336,50 +356,96 @@ def train_on_cluster(names: list[str], scale: str, parameters: dict[str, dict], 
 def parser() -> argparse.ArgumentParser:
     """The command line."""
     parser = argparse.ArgumentParser(prog="python -m lth_lib.regenerate", description=__doc__.split("\n")[0])
-    parser.add_argument("notebooks", nargs="*", help=f"which to run (default: all of {', '.join(notebook_names())})")
-    parser.add_argument("--scale", help=f"one of {', '.join(SCALES)} (default: $LTH_SCALE, else paper with a GPU, else cpu)")
-    parser.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
-                        help="a notebook parameter for every notebook, e.g. -p trials 3 or -p conv_rate 0.2 "
-                             "(any field of an experiment: lth_lib.notebook.parameter_names())")
-    parser.add_argument("--out", type=Path, default=None,
-                        help="executed notebooks (default: out/<run>, e.g. out/smoke or out/cpu-trials-3)")
-    parser.add_argument("--figures", type=Path, default=None,
-                        help="figures folder (default: for a full regeneration with no -p overrides at a "
-                             f"committed scale, {', '.join(f'{k}: {v}/' for k, v in COMMITTED_FIGURES.items())}; "
-                             "else <out>/figures)")
-    parser.add_argument("--train", action="store_true",
-                        help="train what is missing even at paper scale without a GPU (hours to days)")
-    parser.add_argument("--refresh", action="store_true",
-                        help="re-store the notebooks' reference outputs (smoke scale, in place) and exit")
+    parser.add_argument(
+        "notebooks", nargs="*", help=f"which to run (default: all of {', '.join(notebook_names())})"
+    )
+    parser.add_argument(
+        "--scale", help=f"one of {', '.join(SCALES)} (default: $LTH_SCALE, else paper with a GPU, else cpu)"
+    )
+    parser.add_argument(
+        "-p",
+        "--parameter",
+        nargs=2,
+        action="append",
+        default=[],
+        metavar=("NAME", "VALUE"),
+        help="a notebook parameter for every notebook, e.g. -p trials 3 or -p conv_rate 0.2 "
+        "(any field of an experiment: lth_lib.notebook.parameter_names())",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="executed notebooks (default: out/<run>, e.g. out/smoke or out/cpu-trials-3)",
+    )
+    parser.add_argument(
+        "--figures",
+        type=Path,
+        default=None,
+        help="figures folder (default: for a full regeneration with no -p overrides at a "
+        f"committed scale, {', '.join(f'{k}: {v}/' for k, v in COMMITTED_FIGURES.items())}; "
+        "else <out>/figures)",
+    )
+    parser.add_argument(
+        "--train",
+        action="store_true",
+        help="train what is missing even at paper scale without a GPU (hours to days)",
+    )
+    parser.add_argument(
+        "--refresh",
+        action="store_true",
+        help="re-store the notebooks' reference outputs (smoke scale, in place) and exit",
+    )
     cluster = parser.add_argument_group("training as jobs first (lth_lib.cluster; needs .[cluster])")
-    cluster.add_argument("--executor", choices=EXECUTORS, help="local: processes on this machine; slurm: SLURM jobs")
+    cluster.add_argument(
+        "--executor", choices=EXECUTORS, help="local: processes on this machine; slurm: SLURM jobs"
+    )
     cluster.add_argument("--jobs", type=int, help="how many jobs the trials are dealt to (default 2)")
     cluster.add_argument("--partition", help="SLURM partition (default: the cluster's)")
     cluster.add_argument("--gpus-per-job", type=int, help="SLURM GPUs per job (default 0: CPUs)")
-    cluster.add_argument("--cpus-per-job", type=int,
-                         help="threads (SLURM: cores) per job; default: locally as many as one process here uses, "
-                              "which keeps a serial run's numbers (fewer is faster where jobs share cores, and "
-                              "changes Conv's float rounding), on SLURM 1")
-    cluster.add_argument("--time", type=int, dest="time_min", metavar="MINUTES",
-                         help="each job's time limit; a job past it is requeued and resumes (default 1440)")
+    cluster.add_argument(
+        "--cpus-per-job",
+        type=int,
+        help="threads (SLURM: cores) per job; default: locally as many as one process here uses, "
+        "which keeps a serial run's numbers (fewer is faster where jobs share cores, and "
+        "changes Conv's float rounding), on SLURM 1",
+    )
+    cluster.add_argument(
+        "--time",
+        type=int,
+        dest="time_min",
+        metavar="MINUTES",
+        help="each job's time limit; a job past it is requeued and resumes (default 1440)",
+    )
     cluster.add_argument("--no-wait", action="store_true", help="SLURM: return once the jobs are submitted")
-    cluster.add_argument("--collect", type=Path, metavar="FOLDER",
-                         help="wait for the jobs a --no-wait submission recorded in FOLDER, then draw")
+    cluster.add_argument(
+        "--collect",
+        type=Path,
+        metavar="FOLDER",
+        help="wait for the jobs a --no-wait submission recorded in FOLDER, then draw",
+    )
     return parser
 
 
 def cluster_options(args: argparse.Namespace) -> Options | None:
     """The jobs' options the command line gives (None: no jobs); ValueError for a bad mix."""
-    given = {name: getattr(args, name) for name in ("jobs", "partition", "gpus_per_job", "cpus_per_job", "time_min")}
+    given = {
+        name: getattr(args, name)
+        for name in ("jobs", "partition", "gpus_per_job", "cpus_per_job", "time_min")
+    }
     given = {name: value for name, value in given.items() if value is not None}
     if args.executor is None:
         if given or args.no_wait:
-            raise ValueError("--jobs, --partition, --gpus-per-job, --cpus-per-job, --time and --no-wait need --executor")
+            raise ValueError(
+                "--jobs, --partition, --gpus-per-job, --cpus-per-job, --time and --no-wait need --executor"
+            )
         return None
     if args.collect is not None:
         raise ValueError("--collect waits for jobs submitted earlier: give it without --executor")
     if args.no_wait and args.executor != "slurm":
-        raise ValueError("--no-wait needs --executor slurm: local jobs end with the command that started them")
+        raise ValueError(
+            "--no-wait needs --executor slurm: local jobs end with the command that started them"
+        )
     return Options(args.executor, **given)
 
 
@@ -393,7 +459,9 @@ def drawing_only(names: list[str], scale: str, per_notebook: dict[str, dict]) ->
         return None
     for name in names:
         if name not in plan:
-            print(f"{name}: skipped, no {scale}-scale results of {', '.join(NOTEBOOKS[name].networks)} are stored")
+            print(
+                f"{name}: skipped, no {scale}-scale results of {', '.join(NOTEBOOKS[name].networks)} are stored"
+            )
         elif "networks" not in per_notebook[name] and plan[name] != list(NOTEBOOKS[name].networks):
             per_notebook[name]["networks"] = ",".join(plan[name])  # what the committed results cover
     return [name for name in names if name in plan]
@@ -411,7 +479,9 @@ def main(argv: list[str] | None = None) -> int:
     scale = args.scale
     if scale is None:
         scale = default_scale()
-        print(f"no --scale given: using {scale!r} (the default scale: $LTH_SCALE, else paper with a GPU, else cpu)")
+        print(
+            f"no --scale given: using {scale!r} (the default scale: $LTH_SCALE, else paper with a GPU, else cpu)"
+        )
     names = args.notebooks or notebook_names()
     if {"scale", "figures_dir", "train"} & set(parameters):
         command.error("give the scale with --scale, the figures folder with --figures, training with --train")
@@ -434,13 +504,17 @@ def main(argv: list[str] | None = None) -> int:
             return stop
         what = f"{options.jobs} {options.executor} jobs" if options is not None else f"jobs of {args.collect}"
         jobs = [Outcome(f"training: {what}", time.perf_counter() - started)]
-    elif not args.train and not NotebookParameters(scale=scale).training:  # draw from the committed results only
+    elif (
+        not args.train and not NotebookParameters(scale=scale).training
+    ):  # draw from the committed results only
         names = drawing_only(names, scale, per_notebook)
         if names is None:
             return 1
     out_dir.mkdir(parents=True, exist_ok=True)
     print(f"figures go to {figures_dir}, executed notebooks to {out_dir}", flush=True)
-    return summarise(jobs + regenerate(names, scale, per_notebook, out_dir, figures_dir), scale, out_dir, figures_dir)
+    return summarise(
+        jobs + regenerate(names, scale, per_notebook, out_dir, figures_dir), scale, out_dir, figures_dir
+    )
 
 
 def summarise(outcomes: list[Outcome], scale: str, out_dir: Path, figures_dir: Path) -> int:
@@ -451,7 +525,9 @@ def summarise(outcomes: list[Outcome], scale: str, out_dir: Path, figures_dir: P
         written = f"a subset: timings-{scale}.md left as it was"
     print(f"\nSummary (scale {scale}; executed notebooks in {out_dir}, figures in {figures_dir}):")
     for o in outcomes:
-        print(f"  {o.notebook:<24}{_minutes(o.seconds):>10}  {'ok' if o.error is None else 'FAILED: ' + o.error}")
+        print(
+            f"  {o.notebook:<24}{_minutes(o.seconds):>10}  {'ok' if o.error is None else 'FAILED: ' + o.error}"
+        )
     print(f"  {'total':<24}{_minutes(sum(o.seconds for o in outcomes)):>10}   ({written})")
     failed = [o.notebook for o in outcomes if o.error is not None]
     if failed:

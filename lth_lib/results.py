@@ -80,7 +80,9 @@ class Level:
     records: list[Record]
     next_masks: list[Mask] | NotKept | None = None  # each trial's ticket mask for the next level
     dense: list[State] | NotKept | None = None  # level 0: each trial's trained dense network
-    rewind: list[State] | NotKept | None = None  # level 0, late rewinding: each trial's weights at iteration k
+    rewind: list[State] | NotKept | None = (
+        None  # level 0, late rewinding: each trial's weights at iteration k
+    )
     trained: dict | None = None  # how it was trained: seconds, networks, at once, device, torch, trials
     # level 0 as trained: each trial's weights at every rewind point ({k: weights}), which
     # only the shared dense store keeps (`lth_lib.store.DenseStore`)
@@ -175,7 +177,10 @@ class Results:
         """Per kind and level: weights remaining, and the mean (min, max) over members of
         the early-stop iteration and test accuracy, as the paper's figures plot them."""
         table = self.table()
-        metrics = {"early_stop_iteration": ["mean", "min", "max"], "early_stop_test_acc": ["mean", "min", "max"]}
+        metrics = {
+            "early_stop_iteration": ["mean", "min", "max"],
+            "early_stop_test_acc": ["mean", "min", "max"],
+        }
         out = table.groupby(["kind", "level"], sort=False).agg(
             percent_remaining=("percent_remaining", "mean"),
             members=("trial", "size"),
@@ -219,7 +224,9 @@ def summary_text(results: Results, kinds: tuple[str, ...] | None = None) -> str:
     rows = results.summary()
     if kinds is not None:
         rows = rows[rows.kind.isin(kinds)]
-    lines = [f"{'kind':<13}{'level':>5}{'remaining':>11}{'nets':>5}  {'early-stop iteration':<24}{'test acc at early stop (%)':<27}{'final (%)':>9}"]
+    lines = [
+        f"{'kind':<13}{'level':>5}{'remaining':>11}{'nets':>5}  {'early-stop iteration':<24}{'test acc at early stop (%)':<27}{'final (%)':>9}"
+    ]
     for r in rows.itertuples():
         iterations = f"{r.early_stop_iteration_mean:>7.0f} [{r.early_stop_iteration_min}, {r.early_stop_iteration_max}]"
         accuracy = (
@@ -269,7 +276,10 @@ def control_gaps(results: Results) -> pd.DataFrame:
 
 def records_table(records: list[Record]) -> pd.DataFrame:
     """One row per trained member and level (curves and per-layer counts left out)."""
-    rows = [{k: v for k, v in dataclasses.asdict(r).items() if k not in ("curve", "layer_remaining")} for r in records]
+    rows = [
+        {k: v for k, v in dataclasses.asdict(r).items() if k not in ("curve", "layer_remaining")}
+        for r in records
+    ]
     return pd.DataFrame(rows)
 
 
@@ -285,5 +295,3 @@ def curves_table(records: list[Record]) -> pd.DataFrame:
         frame.insert(0, "kind", r.kind)
         frames.append(frame)
     return pd.concat(frames, ignore_index=True)
-
-

@@ -53,7 +53,9 @@ def trial_groups(exp: Experiment, max_members: int) -> list[list[int]]:
     return [list(range(exp.trials))[i : i + per_group] for i in range(0, exp.trials, per_group)]
 
 
-def plan(exp: Experiment, max_members: int = DEFAULT_MAX_MEMBERS, trials: int | None = None) -> list[list[int]]:
+def plan(
+    exp: Experiment, max_members: int = DEFAULT_MAX_MEMBERS, trials: int | None = None
+) -> list[list[int]]:
     """The levels trained together in each job of a group of `trials` trials (default: all), in order."""
     levels = list(range(1, exp.pruning.rounds + 1))
     if exp.pruning.strategy == "iterative":
@@ -68,7 +70,9 @@ def first_iteration(exp: Experiment, levels: list[int]) -> int:
     return 0 if levels == [0] else exp.pruning.rewind_iteration
 
 
-def job_iterations(exp: Experiment, jobs: list[list[int]], max_members: int, trials: int | None = None) -> int:
+def job_iterations(
+    exp: Experiment, jobs: list[list[int]], max_members: int, trials: int | None = None
+) -> int:
     """The training iterations `jobs` of a group of `trials` trials (default: all) take,
     counting each stack of at most `max_members` networks."""
     total = 0
@@ -90,7 +94,11 @@ class Job:
 
     @property
     def name(self) -> str:
-        return f"level {self.levels[0]}" if len(self.levels) == 1 else f"levels {self.levels[0]}-{self.levels[-1]}"
+        return (
+            f"level {self.levels[0]}"
+            if len(self.levels) == 1
+            else f"levels {self.levels[0]}-{self.levels[-1]}"
+        )
 
 
 @dataclass(frozen=True)
@@ -158,6 +166,8 @@ def deadline_watch(deadline: float, total: int, first: int, name: str) -> Callab
         judged = done > 0 and (now - started >= 5 or done >= total / 50)
         finish = now + (now - started) * (total - done) / done if judged else now
         if finish > deadline:
-            raise OutOfTime(f"{name} would end {finish - deadline:.0f} s after the deadline ({done:,} of {total:,} iterations done)")
+            raise OutOfTime(
+                f"{name} would end {finish - deadline:.0f} s after the deadline ({done:,} of {total:,} iterations done)"
+            )
 
     return check

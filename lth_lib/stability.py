@@ -98,7 +98,11 @@ def stability(results: Results, level: int, data: Dataset | None = None, trial: 
     exp = results.experiment
     if level not in results.masks:
         raise ValueError(f"level must be one of {sorted(results.masks)}, got {level}")
-    path = results.directory / "stability" / f"level_{level:03d}-trial_{trial}.json" if results.directory else None
+    path = (
+        results.directory / "stability" / f"level_{level:03d}-trial_{trial}.json"
+        if results.directory
+        else None
+    )
     stored = _read(path, level, exp.pruning.rewind_iteration) if path is not None else None
     if stored is not None or not training:
         return stored
@@ -141,7 +145,11 @@ def _read(path: Path, level: int, rewind_iteration: int) -> Stability | None:
         content = payload["stability"]
         if hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest() != payload["sha256"]:
             return None
-        if (content.pop("points"), content["level"], content["rewind_iteration"]) != (INTERPOLATION_POINTS, level, rewind_iteration):
+        if (content.pop("points"), content["level"], content["rewind_iteration"]) != (
+            INTERPOLATION_POINTS,
+            level,
+            rewind_iteration,
+        ):
             return None
         return Stability(**content)
     except (OSError, ValueError, KeyError, TypeError):

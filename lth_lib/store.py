@@ -92,7 +92,10 @@ class LevelStore:
         if ours is None:
             return local
         if local is not None and local.records != ours.records:
-            self._read_results, local = False, None  # the results store's later levels grew from other results
+            self._read_results, local = (
+                False,
+                None,
+            )  # the results store's later levels grew from other results
         return ours.filled_from(local)
 
     def put(self, level: int, stored: Level) -> None:
@@ -105,7 +108,11 @@ class LevelStore:
 
     def lock(self) -> contextlib.AbstractContextManager:
         """Hold these trials' locks in the results store while training them (`trial_locks`)."""
-        return trial_locks(self.directory, self.trials) if self.directory is not None else contextlib.nullcontext()
+        return (
+            trial_locks(self.directory, self.trials)
+            if self.directory is not None
+            else contextlib.nullcontext()
+        )
 
 
 class DenseStore:
@@ -133,7 +140,10 @@ class DenseStore:
                 return None
             records = [dataclasses.replace(r, trial=trial) for r in part.records]
             rewind = [snapshots[rewind_iteration]] if rewind_iteration else None
-            trained = {**(part.trained or {}), "found_in": self.directory.name}  # as the experiment that trained it did
+            trained = {
+                **(part.trained or {}),
+                "found_in": self.directory.name,
+            }  # as the experiment that trained it did
             parts.append(Level(records, None, part.dense, rewind, trained, part.snapshots))
         return Level.join(parts)
 
@@ -213,7 +223,9 @@ def open_stores(
     return Stores(exp, directory, portable / exp.folder_name if portable is not None else None)
 
 
-def located(exp: Experiment, data: Dataset | None, data_root, portable: Path | None, training: bool) -> Experiment:
+def located(
+    exp: Experiment, data: Dataset | None, data_root, portable: Path | None, training: bool
+) -> Experiment:
     """`exp` with the data copy it runs on: the data's; without training, the one `exp`
     names, else the local copy's, else the one the portable store holds `exp` for."""
     if not training and data is None and exp.data_copy:
@@ -372,10 +384,16 @@ def folder_locks(folders: Sequence[Path]) -> Iterator[None]:
             except BlockingIOError:
                 handle.seek(0)
                 holder = handle.read().strip() or "another process"
-                print(f"waiting for {folder.name} of {folder.parent.name}: {holder} is training it", file=sys.stderr, flush=True)
+                print(
+                    f"waiting for {folder.name} of {folder.parent.name}: {holder} is training it",
+                    file=sys.stderr,
+                    flush=True,
+                )
                 fcntl.flock(handle, fcntl.LOCK_EX)
             handle.truncate(0)
-            handle.write(f"{socket.gethostname()} pid {os.getpid()} since {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+            handle.write(
+                f"{socket.gethostname()} pid {os.getpid()} since {time.strftime('%Y-%m-%d %H:%M:%S')}\n"
+            )
             handle.flush()
         yield
     finally:

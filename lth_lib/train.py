@@ -59,7 +59,9 @@ class TrainResult:
     early_stop_test_acc: float  # test accuracy at the early-stop iteration
     final_test_acc: float  # test accuracy at the end of training
     final_weights: State = field(repr=False)
-    snapshots: dict[int, State] = field(default_factory=dict, repr=False)  # weights at each `snapshot_iterations`
+    snapshots: dict[int, State] = field(
+        default_factory=dict, repr=False
+    )  # weights at each `snapshot_iterations`
 
 
 def early_stop(curve: dict[str, list[float]]) -> dict[str, float]:
@@ -116,7 +118,10 @@ def train(
                 break
             take_step(next(batches))
     final = _member_states(step.network)
-    return [_result(curve, i, final[i], {k: states[i] for k, states in snapshots.items()}) for i in range(len(members))]
+    return [
+        _result(curve, i, final[i], {k: states[i] for k, states in snapshots.items()})
+        for i in range(len(members))
+    ]
 
 
 def _member_states(network: Network) -> list[State]:
@@ -171,8 +176,13 @@ class TrainStep:
         with `dropout` masks drawn from each member's `noise_seed`."""
         network = Network(network_name, members=len(members)).to(device)
         network.load_members([m.weights for m in members])
-        masks = [torch.stack([m.mask[layer] for m in members]).to(device, torch.float32) for layer in network.prunable()]
-        return cls(network, masks, lr, dropout=(dropout, [m.noise_seed for m in members]) if dropout else None)
+        masks = [
+            torch.stack([m.mask[layer] for m in members]).to(device, torch.float32)
+            for layer in network.prunable()
+        ]
+        return cls(
+            network, masks, lr, dropout=(dropout, [m.noise_seed for m in members]) if dropout else None
+        )
 
     def __init__(self, network: Network, masks: list[torch.Tensor], lr: float, manual: bool | None = None,
                  dropout: tuple[float, list[int]] | None = None):  # fmt: skip
@@ -233,7 +243,9 @@ class TrainStep:
             return self.captured(x_all, y_all, batch)
         return lambda idx: self(x_all, y_all, idx)
 
-    def captured(self, x_all: torch.Tensor, y_all: torch.Tensor, batch: int) -> Callable[[torch.Tensor], None]:
+    def captured(
+        self, x_all: torch.Tensor, y_all: torch.Tensor, batch: int
+    ) -> Callable[[torch.Tensor], None]:
         """This step recorded once as a CUDA graph: `replay(idx)` copies the [K, batch]
         indices into the graph's input and replays it, two launches instead of a step's
         dozens (LeNet's step is launch-bound). The warm-up steps that capture needs change
@@ -300,7 +312,9 @@ def evaluate(network: Network, x_all: torch.Tensor, y_all: torch.Tensor, idx: to
     return loss_sum, correct
 
 
-def _metrics(network: Network, data: Dataset, val_idx: torch.Tensor, test_idx: torch.Tensor) -> list[torch.Tensor]:
+def _metrics(
+    network: Network, data: Dataset, val_idx: torch.Tensor, test_idx: torch.Tensor
+) -> list[torch.Tensor]:
     """Per-member [val_loss, val_acc, test_loss, test_acc] as four [K] tensors (on device)."""
     out = []
     for idx, x_all, y_all in ((val_idx, data.train_x, data.train_y), (test_idx, data.test_x, data.test_y)):
@@ -317,7 +331,9 @@ def _record(curve: dict[str, list], iteration: int, metrics: list[torch.Tensor])
 
 
 def _result(curve: dict[str, list], member: int, final: State, snapshots: dict[int, State]) -> TrainResult:
-    own = {key: values if key == "iteration" else [v[member] for v in values] for key, values in curve.items()}
+    own = {
+        key: values if key == "iteration" else [v[member] for v in values] for key, values in curve.items()
+    }
     return TrainResult(
         curve=own,
         **early_stop(own),

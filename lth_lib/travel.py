@@ -46,7 +46,9 @@ def weight_travel(results: Results, level: int) -> pd.DataFrame:
 def travel_summary(travel: pd.DataFrame) -> pd.DataFrame:
     """Per layer, ticket vs pruned weights: count, mean travel, mean change in magnitude,
     and the fraction that moved away from zero."""
-    grouped = travel.assign(away_from_zero=travel.magnitude_change > 0).groupby(["layer", "in_ticket"], sort=False)
+    grouped = travel.assign(away_from_zero=travel.magnitude_change > 0).groupby(
+        ["layer", "in_ticket"], sort=False
+    )
     out = grouped.agg(
         weights=("travel", "size"),
         mean_travel=("travel", "mean"),
@@ -54,5 +56,3 @@ def travel_summary(travel: pd.DataFrame) -> pd.DataFrame:
         fraction_away_from_zero=("away_from_zero", "mean"),
     )
     return out.reset_index()
-
-

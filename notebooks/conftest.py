@@ -20,7 +20,9 @@ def pytest_configure(config):
     if not option.nbval:
         option.nbval_lax = True
     option.nbval_current_env = True
-    option.nbval_sanitize_with = option.nbval_sanitize_with or str(Path(__file__).with_name("nbval-sanitize.cfg"))
+    option.nbval_sanitize_with = option.nbval_sanitize_with or str(
+        Path(__file__).with_name("nbval-sanitize.cfg")
+    )
     os.environ.setdefault("LTH_SCALE", "smoke")
     if not os.environ.get("LTH_RESULTS"):
         _made.append(tempfile.mkdtemp(prefix="lth-nbval-"))

@@ -24,7 +24,7 @@ def _advance(data: Path, *args: str) -> tuple[subprocess.CompletedProcess, float
     started = time.monotonic()
     done = subprocess.run(
         [sys.executable, "-m", "lth_lib.advance", "--scale", "smoke", "--device", "cpu", *args],
-        capture_output=True, text=True, cwd=PROJECT, env={**os.environ, "LTH_DATA": str(data)},
+        capture_output=True, text=True, cwd=PROJECT, env={**os.environ, "LTH_DATA": str(data)}, check=False,
     )  # fmt: skip
     return done, time.monotonic() - started
 
@@ -64,7 +64,7 @@ def test_device_job_dry_run_on_the_cpu_produces_an_export(local_data, tmp_path):
     done = subprocess.run(
         ["bash", str(PROJECT / "scripts" / "device-job"), "--device", "cpu", "--scale", "smoke", "--budget", "120",
          "--out", str(tmp_path / "out"), "--store", str(tmp_path / "store")],
-        capture_output=True, text=True, env=env,
+        capture_output=True, text=True, env=env, check=False,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     assert "device-job: data mnist;" in done.stdout and "every experiment is complete" in done.stdout
@@ -73,7 +73,9 @@ def test_device_job_dry_run_on_the_cpu_produces_an_export(local_data, tmp_path):
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="with a GPU, paper scale trains")
-def test_paper_scale_without_a_gpu_or_stored_results_says_what_training_would_take(tmp_path, monkeypatch, capsys):
+def test_paper_scale_without_a_gpu_or_stored_results_says_what_training_would_take(
+    tmp_path, monkeypatch, capsys
+):
     from lth_lib import regenerate
 
     monkeypatch.setattr("lth_lib.portable.portable_store", lambda scale: tmp_path / "figures-data" / scale)
@@ -87,7 +89,9 @@ def test_paper_scale_without_a_gpu_or_stored_results_says_what_training_would_ta
     assert not (tmp_path / "out").exists()
 
 
-def test_without_training_each_notebook_draws_the_networks_the_store_covers(local_data, tmp_path, monkeypatch):
+def test_without_training_each_notebook_draws_the_networks_the_store_covers(
+    local_data, tmp_path, monkeypatch
+):
     from lth_lib.regenerate import drawable, notebook_names
     from lth_lib.store import sync
 
@@ -101,5 +105,8 @@ def test_without_training_each_notebook_draws_the_networks_the_store_covers(loca
     # LeNet iterative only: one-shot and Conv notebooks have nothing to draw (Conv-2's dense
     # level shows no pruning), or only LeNet
     assert drawable(notebook_names(), "smoke") == {
-        "lenet_mnist": ["lenet300"], "controls": ["lenet300"], "weight_travel": ["lenet300"], "tickets": ["lenet300"],
+        "lenet_mnist": ["lenet300"],
+        "controls": ["lenet300"],
+        "weight_travel": ["lenet300"],
+        "tickets": ["lenet300"],
     }

@@ -14,7 +14,14 @@ from lth_lib.lottery import run
 from lth_lib.protocol import paper_experiment, scaled_experiment
 
 submitit = pytest.importorskip("submitit")
-TINY = dict(iterations=60, eval_every=20, eval_examples=300, rounds=2, trials=2, controls=("reinit", "random_prune"))
+TINY = {
+    "iterations": 60,
+    "eval_every": 20,
+    "eval_examples": 300,
+    "rounds": 2,
+    "trials": 2,
+    "controls": ("reinit", "random_prune"),
+}
 
 
 def _local(tmp_path, jobs: int = 2) -> Options:
@@ -28,7 +35,14 @@ def test_two_local_jobs_give_the_serial_runs_records(local_data, tmp_path):
     assert len(jobs) == 2 and len({job.job_id for job in jobs}) == 2
     assert wait(jobs) == []
     serial = run(exp, data_root=local_data, results_root=tmp_path / "serial", max_members=3, progress=False)
-    apart = run(exp, data_root=local_data, results_root=tmp_path / "apart", max_members=3, progress=False, training=False)
+    apart = run(
+        exp,
+        data_root=local_data,
+        results_root=tmp_path / "apart",
+        max_members=3,
+        progress=False,
+        training=False,
+    )
     assert apart.records == serial.records  # every number, bit for bit
     recorded = json.loads((tmp_path / "jobs" / "jobs.json").read_text())
     assert [j["units"] for j in recorded["jobs"]] == [[str(u)] for u in work]
@@ -76,7 +90,9 @@ def _task_of(folder: Path) -> int:
 
 def test_a_failed_job_is_reported_with_its_log(tmp_path):
     exp = paper_experiment("lenet300", **TINY)
-    jobs = submit([Unit(exp, (0, 1), 16)], _local(tmp_path, jobs=1), str(tmp_path / "no-data"), str(tmp_path / "s"))
+    jobs = submit(
+        [Unit(exp, (0, 1), 16)], _local(tmp_path, jobs=1), str(tmp_path / "no-data"), str(tmp_path / "s")
+    )
     [failure] = wait(jobs)
     assert f"job {jobs[0].job_id} failed" in failure
     assert str(jobs[0].paths.stderr) in failure and jobs[0].paths.stderr.exists()
@@ -85,7 +101,9 @@ def test_a_failed_job_is_reported_with_its_log(tmp_path):
 
 def test_units_cover_every_trial_once_and_jobs_share_the_work_evenly():
     controls = ("reinit", "random_prune")
-    experiments = [scaled_experiment(n, "paper", controls=controls) for n in ("lenet300", "conv2", "conv4", "conv6")]
+    experiments = [
+        scaled_experiment(n, "paper", controls=controls) for n in ("lenet300", "conv2", "conv4", "conv6")
+    ]
     on_gpu, on_cpu = units(experiments + experiments[:1], "cuda"), units(experiments, "cpu")
     assert [u.trials for u in on_gpu] == [(0, 1, 2, 3, 4)] * 4  # the repeated experiment is left out
     assert [u.trials for u in on_cpu] == [(0, 1), (2, 3), (4,)] + [(t,) for t in range(5)] * 3
@@ -110,9 +128,9 @@ def test_slurm_options_become_sbatch_lines(tmp_path):
 @pytest.mark.parametrize(
     ("given", "message"),
     [
-        (dict(executor="pbs"), "unknown executor 'pbs'"),
-        (dict(jobs=0), "jobs must be at least 1"),
-        (dict(executor="local", gpus_per_job=1), "SLURM options"),
+        ({"executor": "pbs"}, "unknown executor 'pbs'"),
+        ({"jobs": 0}, "jobs must be at least 1"),
+        ({"executor": "local", "gpus_per_job": 1}, "SLURM options"),
     ],
 )
 def test_bad_options_are_refused(given, message):

@@ -41,7 +41,9 @@ def test_cifar_image_folder_copy(tmp_path):
             folder = tmp_path / "CIFAR-10-images" / split / cls
             folder.mkdir(parents=True)
             for i in range(n):
-                Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(folder / f"{i:04d}.png")
+                Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(
+                    folder / f"{i:04d}.png"
+                )
     data = load_dataset("cifar10", tmp_path)
     assert data.copy == "cifar10-jpeg-imagefolder"
     assert data.train_x.shape == (6, 3, 32, 32) and data.test_x.shape == (4, 3, 32, 32)
@@ -70,6 +72,8 @@ def test_a_failed_download_says_how_to_use_a_local_copy_and_leaves_no_empty_fold
     monkeypatch.setattr(torchvision.datasets.MNIST, "mirrors", [unreachable])
     monkeypatch.setattr(torchvision.datasets.CIFAR10, "url", unreachable + "cifar-10-python.tar.gz")
     for name, layout in (("mnist", "MNIST/raw"), ("cifar10", "cifar-10-batches-py")):
-        with pytest.raises(DataNotFoundError, match=rf"could not download {name} .*no network access.*{DATA_ENV}.*{layout}"):
+        with pytest.raises(
+            DataNotFoundError, match=rf"could not download {name} .*no network access.*{DATA_ENV}.*{layout}"
+        ):
             load_dataset(name)
         assert not (tmp_path / "home").exists()

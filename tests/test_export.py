@@ -233,9 +233,17 @@ def test_what_cannot_be_exported_is_a_clear_error(arguments, message, lenet):
 @pytest.mark.parametrize(
     "not_kept, arguments, message",
     [
-        ({"dense_weights": NOT_KEPT["dense"]}, {"level": 0, "weights": "trained"}, "trained dense weights are not kept"),
+        (
+            {"dense_weights": NOT_KEPT["dense"]},
+            {"level": 0, "weights": "trained"},
+            "trained dense weights are not kept",
+        ),
         ({"masks": {0: None, 1: None, 2: NOT_KEPT["next_masks"]}}, {"level": 2}, "ticket masks are not kept"),
-        ({"rewind_weights": NOT_KEPT["rewind"]}, {"level": 1}, "weights at the rewind iteration are not kept"),
+        (
+            {"rewind_weights": NOT_KEPT["rewind"]},
+            {"level": 1},
+            "weights at the rewind iteration are not kept",
+        ),
     ],
 )
 def test_what_the_store_does_not_keep_is_a_clear_error(not_kept, arguments, message, lenet):

@@ -12,7 +12,7 @@ from lth_lib.pruning import dense_mask, mask_counts, prune_tickets
 from lth_lib.results import trained_text
 from lth_lib.schedule import DEFAULT_MAX_MEMBERS, GPU_MAX_MEMBERS, default_max_members, level_size
 
-TINY = dict(iterations=20, eval_every=10, eval_examples=200, rounds=2)
+TINY = {"iterations": 20, "eval_every": 10, "eval_examples": 200, "rounds": 2}
 
 
 def test_rewinding_restores_theta0_on_survivors_bit_for_bit():
@@ -63,7 +63,9 @@ def test_same_seed_same_masks_and_metrics(synthetic, strategy):
 
 def test_iterative_and_one_shot_share_the_per_layer_counts(synthetic):
     runs = {
-        s: run(paper_experiment("lenet300", strategy=s, **TINY), synthetic, results_store=False, progress=False).records
+        s: run(
+            paper_experiment("lenet300", strategy=s, **TINY), synthetic, results_store=False, progress=False
+        ).records
         for s in ("iterative", "oneshot")
     }
     counts = {s: [r.layer_remaining for r in recs] for s, recs in runs.items()}
@@ -74,14 +76,14 @@ def test_iterative_and_one_shot_share_the_per_layer_counts(synthetic):
 @pytest.mark.parametrize(
     "overrides,message",
     [
-        (dict(fc_rate=1.0), r"fc_rate must be in \(0, 1\)"),
-        (dict(conv_rate=0.0), r"conv_rate must be in \(0, 1\)"),
-        (dict(iterations=0), "iterations must be positive"),
-        (dict(iteration=100), "unknown experiment parameter 'iteration'"),
-        (dict(controls=("shuffle",)), "unknown control 'shuffle'"),
-        (dict(strategy="greedy"), "unknown strategy 'greedy'"),
-        (dict(rounds=0), "rounds must be at least 1"),
-        (dict(rewind_iteration=500, iterations=500), "rewind_iteration"),
+        ({"fc_rate": 1.0}, r"fc_rate must be in \(0, 1\)"),
+        ({"conv_rate": 0.0}, r"conv_rate must be in \(0, 1\)"),
+        ({"iterations": 0}, "iterations must be positive"),
+        ({"iteration": 100}, "unknown experiment parameter 'iteration'"),
+        ({"controls": ("shuffle",)}, "unknown control 'shuffle'"),
+        ({"strategy": "greedy"}, "unknown strategy 'greedy'"),
+        ({"rounds": 0}, "rounds must be at least 1"),
+        ({"rewind_iteration": 500, "iterations": 500}, "rewind_iteration"),
     ],
 )
 def test_bad_experiments_fail_before_any_work(overrides, message):
@@ -141,9 +143,10 @@ def test_the_output_rate_follows_the_fc_rate_after_overrides_unless_given():
     assert paper_experiment("lenet300", fc_rate=0.4).rates == {"fc1": 0.4, "fc2": 0.4, "fc3": 0.2}
     assert paper_experiment("conv2", fc_rate=0.3, output_rate=0.05).rates["fc3"] == 0.05
     # a store made before the rule (output 0.1 whatever the fc rate) is not taken for the new one
-    assert paper_experiment("lenet300", fc_rate=0.4).identity() != paper_experiment(
-        "lenet300", fc_rate=0.4, output_rate=0.1
-    ).identity()
+    assert (
+        paper_experiment("lenet300", fc_rate=0.4).identity()
+        != paper_experiment("lenet300", fc_rate=0.4, output_rate=0.1).identity()
+    )
 
 
 def test_what_was_trained_is_reported_exactly(synthetic):

@@ -26,7 +26,9 @@ def test_prunable_counts_match_the_paper_table(name):
 def test_layer_shapes_lenet():
     net = Network("lenet300")
     assert {k: tuple(v.shape) for k, v in net.prunable().items()} == {
-        "fc1": (1, 300, 784), "fc2": (1, 100, 300), "fc3": (1, 10, 100)
+        "fc1": (1, 300, 784),
+        "fc2": (1, 100, 300),
+        "fc3": (1, 10, 100),
     }
     assert net.arch.weight_layers[-1] == "fc3"
 
@@ -55,7 +57,10 @@ def test_dropout_masks_come_from_each_members_seed_and_the_step():
     alone = Dropout(0.5, [8], step)(0, x[:1])
     assert torch.equal(stacked[1], alone[0]) and torch.equal(stacked[0], stacked[2])
     assert not torch.equal(stacked[0], stacked[1])
-    assert set(stacked.unique().tolist()) == {0.0, 2.0} and abs((stacked == 0).float().mean().item() - 0.5) < 0.01
+    assert (
+        set(stacked.unique().tolist()) == {0.0, 2.0}
+        and abs((stacked == 0).float().mean().item() - 0.5) < 0.01
+    )
     assert not torch.equal(Dropout(0.5, [8], step)(1, x[:1]), alone)  # another layer
     step += 1
     assert not torch.equal(Dropout(0.5, [8], step)(0, x[:1]), alone)  # the next step
@@ -66,7 +71,9 @@ def test_unknown_network_lists_known_ones():
         Network("lenet5")
 
 
-@pytest.mark.parametrize("name,shape", [("lenet300", (7, 784)), ("conv2", (3, 3, 32, 32)), ("conv6", (2, 3, 32, 32))])
+@pytest.mark.parametrize(
+    "name,shape", [("lenet300", (7, 784)), ("conv2", (3, 3, 32, 32)), ("conv6", (2, 3, 32, 32))]
+)
 def test_forward_shapes(name, shape):
     net = initialized_network(name, seeds=[0, 1])
     x = torch.rand(shape)
@@ -81,7 +88,9 @@ def test_stacked_members_compute_what_single_networks_compute(name):
     x = torch.rand(3, 4, *stacked.arch.input_shape)
     out = stacked(x)
     for k, seed in enumerate(seeds):
-        torch.testing.assert_close(out[k], initialized_network(name, seed)(x[k : k + 1])[0], rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(
+            out[k], initialized_network(name, seed)(x[k : k + 1])[0], rtol=1e-5, atol=1e-5
+        )
 
 
 def test_glorot_normal_statistics_and_zero_biases():

@@ -66,10 +66,16 @@ def test_each_notebook_says_where_its_executed_copy_is_and_that_copy_is_committe
     assert [c.source for c in executed.cells if "injected-parameters" not in c.metadata.get("tags", [])] == [
         c.source for c in nb.cells
     ], f"{kept} was not executed from the current notebook: run python -m lth_lib.regenerate"
-    assert 'scale = "cpu"' in next(c.source for c in executed.cells if "injected-parameters" in c.metadata.tags)
-    assert all(c.outputs for c in executed.cells if c.cell_type == "code" and "NBVAL_CHECK_OUTPUT" in c.source)
+    assert 'scale = "cpu"' in next(
+        c.source for c in executed.cells if "injected-parameters" in c.metadata.tags
+    )
+    assert all(
+        c.outputs for c in executed.cells if c.cell_type == "code" and "NBVAL_CHECK_OUTPUT" in c.source
+    )
     text = nbformat.writes(executed)
-    assert not any(machine_path in text for machine_path in ("/home/", "/root/", "/tmp/", "/work/", "/Users/"))
+    assert not any(
+        machine_path in text for machine_path in ("/home/", "/root/", "/tmp/", "/work/", "/Users/")
+    )
     assert "papermill" not in executed.metadata and "\r" not in text
 
 
@@ -78,11 +84,16 @@ def test_a_kept_notebook_has_no_paths_timings_or_progress_redraws(tmp_path):
 
     project = PROJECT
     nb = nbformat.v4.new_notebook(metadata={"papermill": {"input_path": f"{project}/notebooks/x.ipynb"}})
-    cell = nbformat.v4.new_code_cell(f'figures_dir = "{project}/figures"', metadata={"execution": {"iopub.execute_input": "2026-11-28T00:52:30Z"}})
+    cell = nbformat.v4.new_code_cell(
+        f'figures_dir = "{project}/figures"',
+        metadata={"execution": {"iopub.execute_input": "2026-11-28T00:52:30Z"}},
+    )
     bar = "lenet300: 10%|#  | 1/10 [00:01<00:09, 1.0it/s]\rlenet300: 100%|###| 10/10 [00:10<00:00, 1.0it/s, acc=0.9]"
     cell.outputs = [  # papermill keeps each redraw of a bar as its own output
         nbformat.v4.new_output("stream", name="stdout", text=bar),
-        nbformat.v4.new_output("stream", name="stdout", text="\rlenet300: 100%|###| 10/10 [00:10<00:00, 1.0it/s]"),
+        nbformat.v4.new_output(
+            "stream", name="stdout", text="\rlenet300: 100%|###| 10/10 [00:10<00:00, 1.0it/s]"
+        ),
         nbformat.v4.new_output("stream", name="stdout", text=f"\nsaved to {project}/figures/a.png\n"),
     ]
     nb.cells.append(cell)
@@ -96,7 +107,9 @@ def test_a_kept_notebook_has_no_paths_timings_or_progress_redraws(tmp_path):
 
 def test_notebook_parameters_reject_misspelt_names_and_bad_values():
     namespace = {"scale": "smoke", "trails": 3, "os": os, "_hidden": 1, "In": []}
-    with pytest.raises(ValueError, match=r"unknown notebook parameter\(s\) 'trails'; parameters are: .*trials"):
+    with pytest.raises(
+        ValueError, match=r"unknown notebook parameter\(s\) 'trails'; parameters are: .*trials"
+    ):
         notebook_parameters(namespace)
     with pytest.raises(ValueError, match="unknown scale 'huge'; choose one of: smoke, cpu, paper"):
         notebook_parameters({"scale": "huge"})
@@ -108,7 +121,9 @@ def test_notebook_parameters_reject_misspelt_names_and_bad_values():
         notebook_parameters({"scale": "cpu", "conv_rate": 1.5})
     with pytest.raises(TypeError, match="trials must be int, got '3'"):
         notebook_parameters({"scale": "cpu", "trials": "3"})
-    with pytest.raises(ValueError, match="'strategy' is not a notebook parameter: oneshot_vs_iterative draws both"):
+    with pytest.raises(
+        ValueError, match="'strategy' is not a notebook parameter: oneshot_vs_iterative draws both"
+    ):
         notebook_parameters({"scale": "cpu", "strategy": "oneshot"})
     params = notebook_parameters({"scale": "smoke", "networks": "conv2, conv4", "trials": 2})
     assert params.network_list == ["conv2", "conv4"]
@@ -116,13 +131,23 @@ def test_notebook_parameters_reject_misspelt_names_and_bad_values():
 
 
 def test_any_protocol_field_is_a_notebook_parameter_for_the_experiments_it_applies_to():
-    params = notebook_parameters({"scale": "smoke", "conv_rate": 0.2, "lr": 1e-3, "iterations": None}, "controls")
+    params = notebook_parameters(
+        {"scale": "smoke", "conv_rate": 0.2, "lr": 1e-3, "iterations": None}, "controls"
+    )
     drawn = params.experiments("iterative")
     assert list(drawn) == list(NOTEBOOKS["controls"].networks) == ["lenet300", "conv2"]
     assert drawn["conv2"].pruning.conv_rate == 0.2 and drawn["conv2"].training.lr == 1e-3
     assert drawn["lenet300"].training.lr == 1e-3  # conv_rate applies only where there are conv layers
     assert drawn["conv2"].training.iterations == 4  # None: the scale's
-    assert set(FIELDS) >= {"conv_rate", "fc_rate", "lr", "batch_size", "eval_every", "scope", "control_trials"}
+    assert set(FIELDS) >= {
+        "conv_rate",
+        "fc_rate",
+        "lr",
+        "batch_size",
+        "eval_every",
+        "scope",
+        "control_trials",
+    }
 
 
 @pytest.mark.parametrize(
@@ -130,7 +155,10 @@ def test_any_protocol_field_is_a_notebook_parameter_for_the_experiments_it_appli
     [
         (["--scale", "huge"], "unknown scale 'huge'"),
         (["lenet", "--scale", "smoke"], "unknown notebook(s) lenet; notebooks: lenet_mnist"),
-        (["--scale", "smoke", "-p", "trails", "3"], "unknown notebook parameter(s) 'trails'; parameters are:"),
+        (
+            ["--scale", "smoke", "-p", "trails", "3"],
+            "unknown notebook parameter(s) 'trails'; parameters are:",
+        ),
         (["--scale", "smoke", "-p", "networks", "vgg"], "unknown network 'vgg'"),
         (["--scale", "smoke", "--jobs", "2"], "need --executor"),
         (["--scale", "smoke", "--executor", "local", "--no-wait"], "--no-wait needs --executor slurm"),
@@ -150,9 +178,12 @@ def test_papermill_with_a_misspelt_parameter_fails_at_once(tmp_path):
     papermill = pytest.importorskip("papermill")
     with pytest.raises(papermill.PapermillExecutionError, match=r"unknown notebook parameter\(s\) 'trails'"):
         papermill.execute_notebook(
-            NOTEBOOK_DIR / "weight_travel.ipynb", tmp_path / "out.ipynb",
+            NOTEBOOK_DIR / "weight_travel.ipynb",
+            tmp_path / "out.ipynb",
             parameters={"scale": "smoke", "trails": 3, "results_root": str(tmp_path)},
-            kernel_name="python3", progress_bar=False, cwd=str(NOTEBOOK_DIR),
+            kernel_name="python3",
+            progress_bar=False,
+            cwd=str(NOTEBOOK_DIR),
         )
 
 
@@ -161,10 +192,21 @@ def _nbval(path: Path, results: Path, **env: str) -> subprocess.CompletedProcess
     folder = path if path.is_dir() else path.parent
     env = {**os.environ, "LTH_SCALE": "smoke", "LTH_RESULTS": str(results), **env}
     command = [
-        sys.executable, "-m", "pytest", str(path), "--nbval-lax", "--nbval-current-env", "-q", "-p", "no:cacheprovider",
-        "--nbval-sanitize-with", str(NOTEBOOK_DIR / "nbval-sanitize.cfg"), "--rootdir", str(folder),
+        sys.executable,
+        "-m",
+        "pytest",
+        str(path),
+        "--nbval-lax",
+        "--nbval-current-env",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        "--nbval-sanitize-with",
+        str(NOTEBOOK_DIR / "nbval-sanitize.cfg"),
+        "--rootdir",
+        str(folder),
     ]
-    return subprocess.run(command, env=env, capture_output=True, text=True, cwd=folder)
+    return subprocess.run(command, env=env, capture_output=True, text=True, cwd=folder, check=False)
 
 
 # Run in each kernel at start-up: float rounding as another machine's would be. oneDNN
@@ -184,13 +226,19 @@ def test_checked_outputs_hold_when_float_rounding_changes(tmp_path):
     (startup / "00-other-machine.py").write_text(OTHER_MACHINE)
     other = _nbval(NOTEBOOK_DIR, tmp_path / "other", IPYTHONDIR=str(tmp_path / "ipython"))
     assert other.returncode == 0, other.stdout[-3000:]
-    cells = sum(c.cell_type == "code" for n in notebook_names() for c in nbformat.read(NOTEBOOK_DIR / f"{n}.ipynb", 4).cells)
+    cells = sum(
+        c.cell_type == "code"
+        for n in notebook_names()
+        for c in nbformat.read(NOTEBOOK_DIR / f"{n}.ipynb", 4).cells
+    )
     assert f"{cells} passed" in other.stdout  # every cell of every notebook ran
     this = _nbval(NOTEBOOK_DIR / "conv_cifar10.ipynb", tmp_path / "this")
     assert this.returncode == 0, this.stdout[-3000:]
     # the emulation did change the numbers: the stored metrics of some Conv run differ
     differ = [
-        run.name for run in (tmp_path / "this").iterdir() if run.name != DENSE_FOLDER
+        run.name
+        for run in (tmp_path / "this").iterdir()
+        if run.name != DENSE_FOLDER
         and (run / "records.csv").read_bytes() != (tmp_path / "other" / run.name / "records.csv").read_bytes()
     ]
     assert differ, "oneDNN off and another thread count left every Conv metric unchanged"
@@ -216,7 +264,7 @@ def test_nbval_fails_when_a_result_bearing_value_changes_and_passes_when_restore
 
 
 def test_only_a_full_regeneration_rewrites_the_timings(tmp_path, monkeypatch, capsys):
-    import lth_lib.regenerate as regenerate
+    from lth_lib import regenerate
 
     ran = lambda names, *args: [regenerate.Outcome(name, 1.0) for name in names]
     monkeypatch.setattr(regenerate, "regenerate", ran)
@@ -240,14 +288,20 @@ def test_only_a_full_regeneration_rewrites_the_timings(tmp_path, monkeypatch, ca
         (["--scale", "smoke", "--figures", "{tmp}"], "{tmp}"),
     ],
 )
-def test_only_a_full_regeneration_at_the_committed_scale_writes_into_figures(argv, folder, tmp_path, monkeypatch, capsys):
+def test_only_a_full_regeneration_at_the_committed_scale_writes_into_figures(
+    argv, folder, tmp_path, monkeypatch, capsys
+):
     from lth_lib import regenerate
 
     argv, folder = [a.format(tmp=tmp_path) for a in argv], folder.format(tmp=tmp_path)
     if not argv and regenerate.default_scale() != "cpu":
-        pytest.skip(f"the default scale here is {regenerate.default_scale()!r}, not cpu (a GPU, or LTH_SCALE)")
+        pytest.skip(
+            f"the default scale here is {regenerate.default_scale()!r}, not cpu (a GPU, or LTH_SCALE)"
+        )
     seen = []
-    monkeypatch.setattr(regenerate, "regenerate", lambda names, scale, params, out, figures: seen.append(figures) or [])
+    monkeypatch.setattr(
+        regenerate, "regenerate", lambda names, scale, params, out, figures: seen.append(figures) or []
+    )
     monkeypatch.setattr(regenerate, "write_timings", lambda outcomes, scale, figures: figures / "timings.md")
     monkeypatch.setattr(Path, "mkdir", lambda *args, **kwargs: None)  # leave the project as it is
     assert main(argv) == 0
@@ -275,12 +329,17 @@ def _papermill(notebook: str, out: Path, *parameters: str, **env: str) -> subpro
 def test_any_protocol_field_is_a_papermill_parameter_and_a_misspelt_one_is_refused(tmp_path):
     pytest.importorskip("papermill")
     results = {"LTH_RESULTS": str(tmp_path / "results")}
-    done = _papermill("conv_cifar10", tmp_path / "out.ipynb", "-p", "conv_rate", "0.2", "-p", "networks", "conv2", **results)
+    done = _papermill(
+        "conv_cifar10", tmp_path / "out.ipynb", "-p", "conv_rate", "0.2", "-p", "networks", "conv2", **results
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     printed = nbformat.writes(nbformat.read(tmp_path / "out.ipynb", as_version=4))
     assert "rates per round: conv1 0.2, conv2 0.2, fc1 0.2, fc2 0.2, fc3 0.1" in printed
     refused = _papermill("conv_cifar10", tmp_path / "bad.ipynb", "-p", "conv_rat", "0.2", **results)
-    assert refused.returncode != 0 and "unknown notebook parameter(s) 'conv_rat'" in refused.stderr + refused.stdout
+    assert (
+        refused.returncode != 0
+        and "unknown notebook parameter(s) 'conv_rat'" in refused.stderr + refused.stdout
+    )
 
 
 # An IPython start-up file that registers a network of one's own in every kernel.

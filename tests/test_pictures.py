@@ -52,7 +52,12 @@ def test_layer_remaining_counts_each_layers_kept_weights(lenet):
 def test_figures_draw_every_round_and_refuse_a_missing_level(lenet):
     grid = mask_grid_figure(lenet, scale="smoke")
     maps = [ax for ax in grid.get_axes() if ax.images]
-    assert [ax.get_title() for ax in maps] == ["round 0: 100%", "round 1: 80.0%", "round 2: 64.1%", "round 3: 51.3%"]
+    assert [ax.get_title() for ax in maps] == [
+        "round 0: 100%",
+        "round 1: 80.0%",
+        "round 2: 64.1%",
+        "round 3: 51.3%",
+    ]
     assert "scale smoke" in grid.texts[-1].get_text()
     one = mask_figure(lenet, 2)
     mask = lenet.masks[2][0]
@@ -71,4 +76,7 @@ def test_the_round_slider_redraws_the_figure_of_the_round_it_selects(lenet, monk
     slider, _ = mask_slider(lenet).children
     assert (slider.description, slider.min, slider.max, slider.value) == ("round", 0, 3, 0)
     slider.value = 2
-    assert drawn == [0, 2]  # shown at once, then redrawn for the round selected (tests/test_jupyterlab.py: in a browser)
+    assert drawn == [
+        0,
+        2,
+    ]  # shown at once, then redrawn for the round selected (tests/test_jupyterlab.py: in a browser)

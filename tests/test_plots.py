@@ -2,13 +2,13 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
-import pytest  # noqa: E402
-from matplotlib.container import ErrorbarContainer  # noqa: E402
+import matplotlib.pyplot as plt
+import pandas as pd
+import pytest
+from matplotlib.container import ErrorbarContainer
 
-from lth_lib.lottery import run  # noqa: E402
-from lth_lib.plots import (  # noqa: E402
+from lth_lib.lottery import run
+from lth_lib.plots import (
     _zoom,
     default_levels,
     paper_figure,
@@ -20,9 +20,9 @@ from lth_lib.plots import (  # noqa: E402
     stamp,
     strategy_figure,
 )
-from lth_lib.protocol import paper_experiment  # noqa: E402
+from lth_lib.protocol import paper_experiment
 
-TINY = dict(iterations=20, eval_every=10, eval_examples=200, rounds=3, trials=2)
+TINY = {"iterations": 20, "eval_every": 10, "eval_examples": 200, "rounds": 3, "trials": 2}
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +59,9 @@ def test_every_plot_renders_to_png(results, tmp_path):
         ax.figure.savefig(tmp_path / f"{i}.png")
     paper_figure(results, scale="test").savefig(tmp_path / "paper.png")
     plot_training_curves(results, kind="reinit").figure.savefig(tmp_path / "reinit.png")
-    assert all((tmp_path / f"{name}.png").stat().st_size > 1000 for name in ("0", "1", "2", "paper", "reinit"))
+    assert all(
+        (tmp_path / f"{name}.png").stat().st_size > 1000 for name in ("0", "1", "2", "paper", "reinit")
+    )
 
 
 @pytest.mark.parametrize("plot", [plot_early_stop_accuracy, plot_early_stop_iteration])
@@ -168,7 +170,9 @@ def test_strategy_figure_caption_names_both_strategies_and_no_controls(results):
 
 
 def test_a_short_run_has_whole_iteration_ticks_and_no_curve_cut_off(synthetic):
-    exp = paper_experiment("lenet300", iterations=4, eval_every=2, eval_examples=60, rounds=1, controls=("reinit",))
+    exp = paper_experiment(
+        "lenet300", iterations=4, eval_every=2, eval_examples=60, rounds=1, controls=("reinit",)
+    )
     fig = paper_figure(run(exp, synthetic, results_store=False, progress=False), scale="smoke")
     fig.canvas.draw()
     curves, iterations, _ = fig.axes
@@ -176,8 +180,12 @@ def test_a_short_run_has_whole_iteration_ticks_and_no_curve_cut_off(synthetic):
         assert all(float(t).is_integer() for t in ticks), ticks
     # the zoom cuts off a line's low start, never a point above the rest (a short run's first one)
     ax = plt.figure().gca()
-    rising = pd.DataFrame({"min": [0.05, 0.20, 0.22, 0.25], "max": [0.05, 0.21, 0.24, 0.26]}, index=[0, 100, 200, 300])
-    falling = pd.DataFrame({"min": [0.35, 0.24, 0.22, 0.21], "max": [0.35, 0.25, 0.23, 0.22]}, index=[0, 100, 200, 300])
+    rising = pd.DataFrame(
+        {"min": [0.05, 0.20, 0.22, 0.25], "max": [0.05, 0.21, 0.24, 0.26]}, index=[0, 100, 200, 300]
+    )
+    falling = pd.DataFrame(
+        {"min": [0.35, 0.24, 0.22, 0.21], "max": [0.35, 0.25, 0.23, 0.22]}, index=[0, 100, 200, 300]
+    )
     _zoom(ax, [rising, falling])
     low, high = ax.get_ylim()
     assert 0.05 < low < 0.20 and high > 0.35

@@ -35,12 +35,23 @@ from lth_lib.schedule import OutOfTime
 from lth_lib.store import load_level, sync
 from lth_lib.travel import weight_travel
 
-SMALL = {"iterations": 20, "eval_every": 10, "eval_examples": 200, "rounds": 2, "trials": 2, "controls": ("reinit",)}
+SMALL = {
+    "iterations": 20,
+    "eval_every": 10,
+    "eval_examples": 200,
+    "rounds": 2,
+    "trials": 2,
+    "controls": ("reinit",),
+}
 
 
 def _tree(folder: Path) -> dict[str, str]:
     """Every file under `folder` by its sha256: to show that a folder did not change."""
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in folder.rglob("*") if p.is_file()}
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in folder.rglob("*")
+        if p.is_file()
+    }
 
 
 @pytest.fixture(scope="module")
@@ -61,30 +72,53 @@ def test_a_portable_level_keeps_records_curves_masks_and_small_weights_exactly(s
     for level in range(3):
         ours, theirs = read_level(folder, level), load_level(results.directory, level)
         assert ours.records == theirs.records  # float32 curves: nothing rounded
-        assert all(torch.equal(a[k], b[k]) for a, b in zip(ours.next_masks, theirs.next_masks, strict=True) for k in a)
+        assert all(
+            torch.equal(a[k], b[k])
+            for a, b in zip(ours.next_masks, theirs.next_masks, strict=True)
+            for k in a
+        )
     dense = read_level(folder, 0).dense
     assert all(torch.equal(dense[t][k], results.dense_weights[t][k]) for t in range(2) for k in dense[t])
     # a resume reads it as the results store: same records and masks, nothing trained
     drawn = dataclasses.replace(exp, data_copy="synthetic")  # drawn without the data set
-    again = run(drawn, portable=root / "portable", results_root=root / "empty", training=False, progress=False)
+    again = run(
+        drawn, portable=root / "portable", results_root=root / "empty", training=False, progress=False
+    )
     assert again.records == results.records and again.levels_done == 3
-    assert all(torch.equal(a[k], b[k]) for lv in (1, 2) for a, b in zip(again.masks[lv], results.masks[lv]) for k in a)
+    assert all(
+        torch.equal(a[k], b[k])
+        for lv in (1, 2)
+        for a, b in zip(again.masks[lv], results.masks[lv])
+        for k in a
+    )
 
 
 def test_what_the_portable_store_does_not_keep_comes_from_the_results_store_or_says_why(synthetic, tmp_path,
                                                                                          monkeypatch):  # fmt: skip
-    monkeypatch.setattr(portable, "SMALL_MASKS", 0)  # masks at the last level only, and no weights: as for Conv
+    monkeypatch.setattr(
+        portable, "SMALL_MASKS", 0
+    )  # masks at the last level only, and no weights: as for Conv
     monkeypatch.setattr(portable, "SMALL_WEIGHTS", 0)
     exp = paper_experiment("lenet300", **SMALL)
     results = run(exp, synthetic, results_root=tmp_path / "results", progress=False)
     sync(results.directory, tmp_path / "portable")
     drawn = dataclasses.replace(exp, data_copy="synthetic")
-    both = run(drawn, portable=tmp_path / "portable", results_root=tmp_path / "results", training=False, progress=False)
+    both = run(
+        drawn,
+        portable=tmp_path / "portable",
+        results_root=tmp_path / "results",
+        training=False,
+        progress=False,
+    )
     assert both.records == results.records
     for level in range(3):  # filled in from the results store's copy of the same levels
-        assert all(torch.equal(a[k], b[k]) for a, b in zip(both.masks[level], results.masks[level]) for k in a)
+        assert all(
+            torch.equal(a[k], b[k]) for a, b in zip(both.masks[level], results.masks[level]) for k in a
+        )
     assert all(torch.equal(a[k], b[k]) for a, b in zip(both.dense_weights, results.dense_weights) for k in a)
-    alone = run(drawn, portable=tmp_path / "portable", results_root=tmp_path / "empty", training=False, progress=False)
+    alone = run(
+        drawn, portable=tmp_path / "portable", results_root=tmp_path / "empty", training=False, progress=False
+    )
     assert alone.records == results.records
     with pytest.raises(NotKeptError, match="ticket masks are not kept: a portable store keeps"):
         export_ticket(alone, level=1)
@@ -96,13 +130,21 @@ def test_what_the_portable_store_does_not_keep_comes_from_the_results_store_or_s
 def test_each_level_records_how_long_it_trained_and_where(synthetic, tmp_path, monkeypatch):
     clock = iter(range(0, 10_000, 3))  # a fake clock: 3 s pass between two readings
     monkeypatch.setattr(lth_lib.lottery, "time", types.SimpleNamespace(monotonic=lambda: float(next(clock))))
-    results = run(paper_experiment("lenet300", **SMALL), synthetic, results_root=tmp_path / "results", progress=False)
+    results = run(
+        paper_experiment("lenet300", **SMALL), synthetic, results_root=tmp_path / "results", progress=False
+    )
     sync(results.directory, tmp_path / "portable")
     times = training_times(tmp_path / "portable" / results.directory.name)
     assert [level for level, _ in times] == [0, 1, 2]
     for level, trained in times:
-        assert trained["seconds"] == 3.0 and trained["levels_in_job"] == 1 and trained["device"].startswith("CPU")
-        assert trained["networks"] == trained["at_once"] == (2 if level == 0 else 4)  # 2 trials, 1 reinit each
+        assert (
+            trained["seconds"] == 3.0
+            and trained["levels_in_job"] == 1
+            and trained["device"].startswith("CPU")
+        )
+        assert (
+            trained["networks"] == trained["at_once"] == (2 if level == 0 else 4)
+        )  # 2 trials, 1 reinit each
         assert trained["torch"] == torch.__version__
 
 
@@ -187,7 +229,10 @@ def test_export_and_import_round_trip_and_refuse_what_they_must(stored, tmp_path
     folder = renamed / results.directory.name
     folder.rename(folder.with_name(folder.name[:-4] + "0000"))
     moved = folder.with_name(folder.name[:-4] + "0000")
-    refused(_export_of(renamed, list(moved.glob("*.npz")), tmp_path / "renamed-export"), "does not hold the experiment")
+    refused(
+        _export_of(renamed, list(moved.glob("*.npz")), tmp_path / "renamed-export"),
+        "does not hold the experiment",
+    )
 
 
 def _export_of(store: Path, files: list[Path], out: Path) -> Path:
@@ -219,7 +264,9 @@ def test_a_packed_data_set_loads_as_the_folder_it_was_packed_from(tmp_path):
             folder = tmp_path / "data" / "CIFAR-10-images" / split / cls
             folder.mkdir(parents=True)
             for i in range(n):
-                Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(folder / f"{i:04d}.jpg")
+                Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(
+                    folder / f"{i:04d}.jpg"
+                )
     pack_data("cifar10", tmp_path / "carry" / "cifar10.npz", tmp_path / "data")
     assert data_copy("cifar10", tmp_path / "carry") == data_copy("cifar10", tmp_path / "data")
     packed = _load_cpu("cifar10", str(tmp_path / "carry"), False, "cifar10-jpeg-imagefolder")

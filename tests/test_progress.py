@@ -17,7 +17,9 @@ def test_widgets_only_in_a_jupyter_servers_kernel_with_ipywidgets(monkeypatch):
 
 def test_one_text_bar_per_experiment_on_stdout_naming_the_level(synthetic, capsys, monkeypatch):
     monkeypatch.delenv("JPY_SESSION_NAME", raising=False)
-    exp = paper_experiment("lenet300", iterations=20, eval_every=10, eval_examples=100, rounds=2, controls=("reinit",))
+    exp = paper_experiment(
+        "lenet300", iterations=20, eval_every=10, eval_examples=100, rounds=2, controls=("reinit",)
+    )
     run(exp, synthetic, results_store=False, progress=True, max_members=2)
     out, err = capsys.readouterr()
     assert err == ""

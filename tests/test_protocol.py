@@ -99,9 +99,27 @@ IDENTITIES = {
 # The five experiments every scale's results were first stored under (LeNet iterative and
 # one-shot, Conv-2/4/6 iterative), at each scale.
 FIRST = {
-    "smoke": ["b4d1c2abce2ba9e6", "bc38492cf52efe85", "4fd9b15b8a596243", "74557e06b4338876", "bd5facdb806e1f70"],
-    "cpu": ["34fab19358d198d1", "c3e16871afd91c2a", "bf8fe19f5d864452", "68a5c6caaec3fee4", "9c770b66c15cba0b"],
-    "paper": ["885dc86e37b91475", "ed6e45bd42889a56", "0fb45e849d5221ba", "6e946370749ec0f7", "992f59eea4d7d014"],
+    "smoke": [
+        "b4d1c2abce2ba9e6",
+        "bc38492cf52efe85",
+        "4fd9b15b8a596243",
+        "74557e06b4338876",
+        "bd5facdb806e1f70",
+    ],
+    "cpu": [
+        "34fab19358d198d1",
+        "c3e16871afd91c2a",
+        "bf8fe19f5d864452",
+        "68a5c6caaec3fee4",
+        "9c770b66c15cba0b",
+    ],
+    "paper": [
+        "885dc86e37b91475",
+        "ed6e45bd42889a56",
+        "0fb45e849d5221ba",
+        "6e946370749ec0f7",
+        "992f59eea4d7d014",
+    ],
 }
 
 
@@ -120,7 +138,9 @@ def test_the_notebooks_experiments_keep_their_identities(scale):
 
 @pytest.mark.parametrize("scale", list(FIRST))
 def test_the_first_stored_experiments_keep_their_identities_at_every_scale(scale):
-    drawn = {identity for by_network in _drawn(scale).values() for ids in by_network.values() for identity in ids}
+    drawn = {
+        identity for by_network in _drawn(scale).values() for ids in by_network.values() for identity in ids
+    }
     assert set(FIRST[scale]) <= drawn
     assert set(FIRST[scale]) <= {exp.identity() for exp in queue(scale)}  # and advance trains them
 
@@ -166,7 +186,9 @@ def test_the_protocol_matches_the_paper():
     assert [NETWORKS[n].iterations for n in ("conv2", "conv4", "conv6")] == [20_000, 25_000, 30_000]
     assert [NETWORKS[n].lr for n in ("conv2", "conv4", "conv6")] == [2e-4, 3e-4, 3e-4]
     assert [NETWORKS[n].conv_rate for n in ("conv2", "conv4", "conv6")] == [0.1, 0.1, 0.15]
-    assert {p.fc_rate for p in NETWORKS.values()} == {0.2} and {p.batch_size for p in NETWORKS.values()} == {60}
+    assert {p.fc_rate for p in NETWORKS.values()} == {0.2} and {p.batch_size for p in NETWORKS.values()} == {
+        60
+    }
 
 
 def test_dropout_runs_as_the_dropout_figure_does():

@@ -26,7 +26,10 @@ def trained_like_weights(name: str, seed: int = 0) -> dict[str, torch.Tensor]:
 def test_paper_rates_output_layer_at_half_the_fc_rate():
     assert layer_rates("lenet300") == {"fc1": 0.2, "fc2": 0.2, "fc3": 0.1}
     assert layer_rates("conv6") == {
-        **{f"conv{i}": 0.15 for i in range(1, 7)}, "fc1": 0.2, "fc2": 0.2, "fc3": 0.1
+        **{f"conv{i}": 0.15 for i in range(1, 7)},
+        "fc1": 0.2,
+        "fc2": 0.2,
+        "fc3": 0.1,
     }
     assert layer_rates("conv2", fc_rate=0.4)["fc3"] == 0.2
 
@@ -39,8 +42,10 @@ def test_rates_outside_open_unit_interval_are_rejected(rate):
 
 def test_lenet_remaining_percentages_are_the_papers_labels():
     counts, rates = count_prunable("lenet300"), layer_rates("lenet300")
-    shown = {k: round(100 * sum(surviving_counts(counts, rates, k).values()) / 266_200, 1)
-             for k in (3, 7, 9, 15, 18, 20)}
+    shown = {
+        k: round(100 * sum(surviving_counts(counts, rates, k).values()) / 266_200, 1)
+        for k in (3, 7, 9, 15, 18, 20)
+    }
     assert shown == {3: 51.3, 7: 21.1, 9: 13.5, 15: 3.6, 18: 1.9, 20: 1.2}
 
 

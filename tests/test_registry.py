@@ -26,7 +26,7 @@ from lth_lib.results import trained_text
 
 matplotlib.use("Agg")
 
-SMOKE = dict(eval_every=10, eval_examples=200, rounds=2, trials=2, control_trials=1)
+SMOKE = {"eval_every": 10, "eval_examples": 200, "rounds": 2, "trials": 2, "control_trials": 1}
 TOY = NetworkProtocol(
     architecture=Architecture(dataset="mnist", input_shape=(784,), layers=(Dense(64), Dense(10))),
     iterations=1000, lr=1e-3, scales={"smoke": dict(iterations=30, **SMOKE)},
@@ -70,9 +70,15 @@ def test_a_network_is_one_entry_and_runs_at_smoke(registered, synthetic):
         "reinit           2     64.21%    2        0-30            4",
         "random_prune     2     64.21%    2        0-30            4",
     ]
-    assert all(r.final_test_acc > 0.2 for r in results.records if r.kind == "ticket")  # it learns (chance: 0.1)
+    assert all(
+        r.final_test_acc > 0.2 for r in results.records if r.kind == "ticket"
+    )  # it learns (chance: 0.1)
     ticket = export_ticket(results, level=2, trial=1)
-    assert str(ticket) == str(plain_network("toy")) == str(nn.Sequential(nn.Linear(784, 64), nn.ReLU(), nn.Linear(64, 10)))
+    assert (
+        str(ticket)
+        == str(plain_network("toy"))
+        == str(nn.Sequential(nn.Linear(784, 64), nn.ReLU(), nn.Linear(64, 10)))
+    )
     assert first_layer_map(results.masks[2][0]).shape == (28, 28)
     mask_grid_figure(results, scale="smoke")
 
@@ -89,14 +95,30 @@ def test_a_convolutional_network_of_other_kernels_and_pools_is_one_entry(registe
     assert [(r.kind, r.level) for r in results.records] == [("ticket", 0), ("ticket", 1), ("reinit", 1)]
     ticket = export_ticket(results, level=1)
     kinds = [type(m).__name__ for m in ticket]
-    assert kinds == ["Conv2d", "ReLU", "MaxPool2d", "Conv2d", "ReLU", "MaxPool2d", "Flatten", "Linear", "ReLU", "Linear"]
+    assert kinds == [
+        "Conv2d",
+        "ReLU",
+        "MaxPool2d",
+        "Conv2d",
+        "ReLU",
+        "MaxPool2d",
+        "Flatten",
+        "Linear",
+        "ReLU",
+        "Linear",
+    ]
     assert ticket[0].kernel_size == (5, 5) and ticket[0].padding == (2, 2) and ticket[2].kernel_size == 4
     stacked = Network("toyconv")  # the export computes what lth_lib's own network computes
     stacked.load_members([{k: v * results.masks[1][0][k.split(".")[1]] if k.endswith("weight") else v
                            for k, v in results.rewind_weights[0].items()}])  # fmt: skip
     with torch.no_grad():
-        torch.testing.assert_close(ticket(data.test_x[:20]), stacked(data.test_x[:20])[0], rtol=1e-5, atol=1e-5)
-    assert first_layer_map(results.masks[1][0]).shape == (5, 47)  # 8 tiles of 5 x 5 in a row, blank lines between
+        torch.testing.assert_close(
+            ticket(data.test_x[:20]), stacked(data.test_x[:20])[0], rtol=1e-5, atol=1e-5
+        )
+    assert first_layer_map(results.masks[1][0]).shape == (
+        5,
+        47,
+    )  # 8 tiles of 5 x 5 in a row, blank lines between
     fig = mask_figure(results, level=1, scale="smoke")
     assert "conv1's 8 filters, 5x5 positions, round 1" in [ax.get_title() for ax in fig.axes]
 

@@ -44,7 +44,9 @@ def test_instability_is_the_barrier_above_the_mean_of_the_ends():
 
 
 def test_stability_trains_two_copies_from_the_rewind_point(synthetic):
-    exp = paper_experiment("lenet300", iterations=40, eval_every=20, eval_examples=200, rounds=1, rewind_iteration=10)
+    exp = paper_experiment(
+        "lenet300", iterations=40, eval_every=20, eval_examples=200, rounds=1, rewind_iteration=10
+    )
     results = run(exp, synthetic, results_store=False, progress=False)
     dense, ticket = stability(results, 0, synthetic), stability(results, 1, synthetic)
     assert (dense.rewind_iteration, dense.level, ticket.level) == (10, 0, 1)
@@ -55,7 +57,9 @@ def test_stability_trains_two_copies_from_the_rewind_point(synthetic):
 
 
 def test_stability_is_kept_and_read_back_without_training(synthetic, tmp_path, monkeypatch):
-    exp = paper_experiment("lenet300", iterations=40, eval_every=20, eval_examples=200, rounds=1, rewind_iteration=10)
+    exp = paper_experiment(
+        "lenet300", iterations=40, eval_every=20, eval_examples=200, rounds=1, rewind_iteration=10
+    )
     results = run(exp, synthetic, results_root=tmp_path, progress=False)
     assert stability(results, 1, training=False) is None  # nothing kept yet, and no training
     measured = stability(results, 1, synthetic)
@@ -73,8 +77,13 @@ def test_stability_is_kept_and_read_back_without_training(synthetic, tmp_path, m
 
 def test_conv_stability_copies_train_one_at_a_time_on_a_cpu(monkeypatch, tmp_path):
     stacks, real_train = [], STABILITY.train
-    monkeypatch.setattr(STABILITY, "train",
-                        lambda network, members, *a, **k: stacks.append(len(members)) or real_train(network, members, *a, **k))
+    monkeypatch.setattr(
+        STABILITY,
+        "train",
+        lambda network, members, *a, **k: (
+            stacks.append(len(members)) or real_train(network, members, *a, **k)
+        ),
+    )
     cifar = Dataset("cifar10", "synthetic", torch.rand(6000, 3, 32, 32), torch.randint(0, 10, (6000,)),
                     torch.rand(100, 3, 32, 32), torch.randint(0, 10, (100,)))  # fmt: skip
     exp = paper_experiment("conv2", iterations=2, eval_every=1, eval_examples=50, rounds=1)

@@ -19,16 +19,42 @@ from lth_lib.protocol import Experiment, PruningHparams, TrainingHparams, paper_
 from lth_lib.store import DENSE_FOLDER, experiment_dir, load_level
 
 TESTS = Path(__file__).resolve().parent
-SMALL = dict(iterations=30, eval_every=10, eval_examples=200, rounds=3, trials=2, controls=("reinit",))
+SMALL = {
+    "iterations": 30,
+    "eval_every": 10,
+    "eval_examples": 200,
+    "rounds": 3,
+    "trials": 2,
+    "controls": ("reinit",),
+}
 
 # Changed value for every field of every hyperparameter dataclass.
 CHANGES = {
-    TrainingHparams: dict(iterations=31, lr=1e-3, batch_size=50, eval_every=5, eval_examples=100, dropout=0.5),
-    PruningHparams: dict(
-        strategy="oneshot", rounds=4, scope="global", conv_rate=0.15, fc_rate=0.25, output_rate=0.2,
-        rewind_iteration=10,
-    ),
-    Experiment: dict(network="conv4", trials=3, seed=7, controls=("random_prune",), control_trials=3, data_copy="x"),
+    TrainingHparams: {
+        "iterations": 31,
+        "lr": 1e-3,
+        "batch_size": 50,
+        "eval_every": 5,
+        "eval_examples": 100,
+        "dropout": 0.5,
+    },
+    PruningHparams: {
+        "strategy": "oneshot",
+        "rounds": 4,
+        "scope": "global",
+        "conv_rate": 0.15,
+        "fc_rate": 0.25,
+        "output_rate": 0.2,
+        "rewind_iteration": 10,
+    },
+    Experiment: {
+        "network": "conv4",
+        "trials": 3,
+        "seed": 7,
+        "controls": ("random_prune",),
+        "control_trials": 3,
+        "data_copy": "x",
+    },
 }
 
 
@@ -80,7 +106,9 @@ run(exp, synthetic_dataset(), results_root={str(results_root)!r}, progress=False
 
 def _run_child(results_root: Path, kill_after_evaluations: int | None = None) -> int:
     script = _child_script(results_root, kill_after_evaluations)
-    return subprocess.run([sys.executable, "-c", script], capture_output=True, text=True).returncode
+    return subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=False
+    ).returncode
 
 
 def _stored(results_root: Path) -> tuple[list[dict], pd.DataFrame]:
@@ -182,13 +210,17 @@ def test_an_unwritable_results_root_fails_before_training(tmp_path, synthetic, m
     blocker.write_text("")
     calls = _count_training(monkeypatch)
     with pytest.raises(PermissionError, match="cannot write the experiment's folder .* LTH_RESULTS"):
-        run(paper_experiment("lenet300", **SMALL), synthetic, results_root=blocker / "results", progress=False)
+        run(
+            paper_experiment("lenet300", **SMALL), synthetic, results_root=blocker / "results", progress=False
+        )
     assert calls == []
 
 
 def test_a_data_copy_other_than_the_one_asked_for_is_refused(tmp_path, synthetic):
     exp = paper_experiment("lenet300", data_copy="mnist-torchvision", **SMALL)
-    with pytest.raises(ValueError, match="asks for data copy 'mnist-torchvision' but the data found is 'synthetic'"):
+    with pytest.raises(
+        ValueError, match="asks for data copy 'mnist-torchvision' but the data found is 'synthetic'"
+    ):
         run(exp, synthetic, results_root=tmp_path, progress=False)
 
 
@@ -205,29 +237,65 @@ def test_experiments_that_share_a_dense_level_train_it_once(tmp_path, synthetic,
     real_train = lth_lib.lottery.train
     monkeypatch.setattr(lth_lib.lottery, "train", lambda *a, **k: (dense_stacks.append(a[5]) if a[5] else None)
                         or real_train(*a, **k))  # fmt: skip
-    base = dict(iterations=30, eval_every=10, eval_examples=200, rounds=2, trials=2)
-    iterative = run(paper_experiment("lenet300", controls=("reinit",), **base), synthetic, results_root=tmp_path, progress=False)
+    base = {"iterations": 30, "eval_every": 10, "eval_examples": 200, "rounds": 2, "trials": 2}
+    iterative = run(
+        paper_experiment("lenet300", controls=("reinit",), **base),
+        synthetic,
+        results_root=tmp_path,
+        progress=False,
+    )
     assert dense_stacks == [(1, 3)]  # one stack, keeping the weights at the rewind points (2% and 10% of 30)
     # one-shot, and tickets rewound to a rewind point, find it
-    oneshot = run(paper_experiment("lenet300", strategy="oneshot", **base), synthetic, results_root=tmp_path, progress=False)
-    rewound = run(paper_experiment("lenet300", rewind_iteration=3, **base), synthetic, results_root=tmp_path, progress=False)
+    oneshot = run(
+        paper_experiment("lenet300", strategy="oneshot", **base),
+        synthetic,
+        results_root=tmp_path,
+        progress=False,
+    )
+    rewound = run(
+        paper_experiment("lenet300", rewind_iteration=3, **base),
+        synthetic,
+        results_root=tmp_path,
+        progress=False,
+    )
     assert dense_stacks == [(1, 3)]
     dense = [r for r in iterative.records if r.level == 0]
-    assert [r for r in oneshot.records if r.level == 0] == dense == [r for r in rewound.records if r.level == 0]
+    assert (
+        [r for r in oneshot.records if r.level == 0] == dense == [r for r in rewound.records if r.level == 0]
+    )
     for other in (oneshot, rewound):
-        assert all(torch.equal(a[name], b[name]) for a, b in zip(iterative.dense_weights, other.dense_weights) for name in a)
+        assert all(
+            torch.equal(a[name], b[name])
+            for a, b in zip(iterative.dense_weights, other.dense_weights)
+            for name in a
+        )
     # the rewind weights are the dense training's at k = 3: what training to 3 gives
-    short = run(paper_experiment("lenet300", **{**base, "iterations": 3, "eval_every": 3, "rounds": 1}), synthetic,
-                results_store=False, progress=False)
-    assert all(torch.equal(a[name], b[name]) for a, b in zip(rewound.rewind_weights, short.dense_weights) for name in a)
+    short = run(
+        paper_experiment("lenet300", **{**base, "iterations": 3, "eval_every": 3, "rounds": 1}),
+        synthetic,
+        results_store=False,
+        progress=False,
+    )
+    assert all(
+        torch.equal(a[name], b[name])
+        for a, b in zip(rewound.rewind_weights, short.dense_weights)
+        for name in a
+    )
     dense_stacks.remove((1,))  # the short run's
     # the one-shot folder holds its own level 0 (what export and sync read), found in the shared store
     level0 = load_level(experiment_dir(oneshot.experiment, tmp_path), 0)
     assert level0.records == [r for r in oneshot.records if r.level == 0]
     assert level0.trained["found_in"].startswith("lenet300-dense-")
     # a k that is no rewind point of the stored dense training trains it again, keeping that k too
-    run(paper_experiment("lenet300", rewind_iteration=5, **base), synthetic, results_root=tmp_path, progress=False)
+    run(
+        paper_experiment("lenet300", rewind_iteration=5, **base),
+        synthetic,
+        results_root=tmp_path,
+        progress=False,
+    )
     assert dense_stacks == [(1, 3), (1, 3, 5)]
     # other training hyperparameters train another dense network
-    run(paper_experiment("lenet300", **{**base, "lr": 1e-3}), synthetic, results_root=tmp_path, progress=False)
+    run(
+        paper_experiment("lenet300", **{**base, "lr": 1e-3}), synthetic, results_root=tmp_path, progress=False
+    )
     assert dense_stacks == [(1, 3), (1, 3, 5), (1, 3)]

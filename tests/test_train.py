@@ -19,7 +19,9 @@ def member(seed: int, mask=None, network: str = "lenet300") -> Member:
 def half_pruned(seed: int = 0):
     w = {k: v[0] for k, v in Network("lenet300").prunable().items()}
     w = {k: torch.randn(v.shape, generator=torch.Generator().manual_seed(seed)) for k, v in w.items()}
-    return magnitude_prune(w, dense_mask("lenet300"), paper_experiment("lenet300", fc_rate=0.5, output_rate=0.5).rates)
+    return magnitude_prune(
+        w, dense_mask("lenet300"), paper_experiment("lenet300", fc_rate=0.5, output_rate=0.5).rates
+    )
 
 
 def test_early_stop_picks_the_first_minimum_of_validation_loss():
@@ -64,8 +66,12 @@ def test_snapshots_are_the_weights_after_k_iterations(synthetic):
     [long] = train("lenet300", [member(0)], synthetic, FAST, snapshot_iterations=(7, 20))
     assert sorted(long.snapshots) == [7, 20]
     for k in (7, 20):
-        [short] = train("lenet300", [member(0)], synthetic, TrainingHparams(k, 1.2e-3, eval_every=10, eval_examples=300))
-        assert all(torch.equal(long.snapshots[k][name], short.final_weights[name]) for name in short.final_weights)
+        [short] = train(
+            "lenet300", [member(0)], synthetic, TrainingHparams(k, 1.2e-3, eval_every=10, eval_examples=300)
+        )
+        assert all(
+            torch.equal(long.snapshots[k][name], short.final_weights[name]) for name in short.final_weights
+        )
 
 
 def test_same_seed_same_numbers(synthetic):
@@ -87,11 +93,17 @@ def test_ensemble_equals_members_trained_one_by_one(synthetic):
     order, so the two agree to float rounding. Adam divides by the gradient's running
     scale, so where a gradient is near zero a rounding difference can flip a step's sign:
     a few weights may then differ by up to a step (lr); all others agree to 1e-5."""
-    members = [member(0), member(1, half_pruned(1)), member(2, random_prune(half_pruned(2), torch.Generator()))]
+    members = [
+        member(0),
+        member(1, half_pruned(1)),
+        member(2, random_prune(half_pruned(2), torch.Generator())),
+    ]
     together = train("lenet300", members, synthetic, FAST)
     for m, joint in zip(members, together):
         [alone] = train("lenet300", [m], synthetic, FAST)
-        difference = torch.cat([(joint.final_weights[k] - v).abs().flatten() for k, v in alone.final_weights.items()])
+        difference = torch.cat(
+            [(joint.final_weights[k] - v).abs().flatten() for k, v in alone.final_weights.items()]
+        )
         assert difference.max() <= FAST.lr
         assert (difference > 1e-5).float().mean() < 1e-3
         for key in ("val_loss", "test_loss"):
@@ -156,7 +168,14 @@ def test_a_replayed_cuda_graph_step_trains_as_the_eager_step_does(network):
 
 @pytest.mark.parametrize(
     "field,value",
-    [("iterations", 0), ("batch_size", -1), ("eval_every", 0), ("lr", 0.0), ("eval_examples", 0), ("dropout", 1.0)],
+    [
+        ("iterations", 0),
+        ("batch_size", -1),
+        ("eval_every", 0),
+        ("lr", 0.0),
+        ("eval_examples", 0),
+        ("dropout", 1.0),
+    ],
 )
 def test_bad_training_hparams_are_rejected(field, value):
     with pytest.raises(ValueError, match=field):
@@ -165,12 +184,17 @@ def test_bad_training_hparams_are_rejected(field, value):
 
 def test_paper_training_protocol():
     assert paper_experiment("lenet300").training == TrainingHparams(50_000, 1.2e-3, 60, 100)
-    assert paper_experiment("conv2").training.lr == 2e-4 and paper_experiment("conv6").training.iterations == 30_000
+    assert (
+        paper_experiment("conv2").training.lr == 2e-4
+        and paper_experiment("conv6").training.iterations == 30_000
+    )
     with pytest.raises(ValueError, match="unknown network"):
         paper_experiment("resnet20")
 
 
 @pytest.mark.slow
 def test_lenet_reaches_95_percent_in_1000_iterations(mnist):
-    [r] = train("lenet300", [member(0)], mnist, paper_experiment("lenet300", iterations=1000, eval_every=500).training)
+    [r] = train(
+        "lenet300", [member(0)], mnist, paper_experiment("lenet300", iterations=1000, eval_every=500).training
+    )
     assert r.final_test_acc > 0.95

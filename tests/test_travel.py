@@ -11,8 +11,9 @@ from lth_lib.travel import travel_summary, weight_travel
 
 @pytest.fixture(scope="module")
 def results(synthetic):
-    exp = paper_experiment("lenet300", iterations=30, eval_every=10, eval_examples=200, rounds=2, trials=2,
-                           controls=("reinit",))
+    exp = paper_experiment(
+        "lenet300", iterations=30, eval_every=10, eval_examples=200, rounds=2, trials=2, controls=("reinit",)
+    )
     return run(exp, synthetic, results_store=False, progress=False)
 
 

@@ -17,8 +17,8 @@ from lth_lib.schedule import trial_groups
 from lth_lib.store import load_level
 
 TESTS = Path(__file__).resolve().parent
-TWO_TRIALS = dict(iterations=30, eval_every=10, eval_examples=200, rounds=2, trials=2,
-                  controls=("reinit", "random_prune"))  # fmt: skip
+TWO_TRIALS = {"iterations": 30, "eval_every": 10, "eval_examples": 200, "rounds": 2, "trials": 2,
+                  "controls": ("reinit", "random_prune")}  # fmt: skip
 
 
 def test_groups_hold_whole_trials_as_the_stacks_did():
@@ -75,7 +75,9 @@ def test_a_store_written_before_trials_had_their_own_files_reads_as_before(synth
     again = run(exp, synthetic, results_root=tmp_path, progress=False)
     assert calls == []
     assert again.records == first.records
-    assert load_level(directory, 1, trials=[1]).records == [r for r in first.records if r.level == 1 and r.trial == 1]
+    assert load_level(directory, 1, trials=[1]).records == [
+        r for r in first.records if r.level == 1 and r.trial == 1
+    ]
 
 
 CHILD = """
@@ -112,7 +114,10 @@ def test_two_processes_on_the_same_trials_at_once_train_them_once(tmp_path, synt
     outputs = [child.communicate(timeout=300) for child in children]
     assert [child.returncode for child in children] == [0, 0], outputs
     lines = sorted(out.strip().splitlines()[-1] for out, _ in outputs)
-    assert lines == ["trained 0 levels 3", "trained 3 levels 3"]  # one trained every level, the other read them
+    assert lines == [
+        "trained 0 levels 3",
+        "trained 3 levels 3",
+    ]  # one trained every level, the other read them
     assert any("waiting for trial_0 of" in err for _, err in outputs)
     reference = run(exp, synthetic, results_root=tmp_path / "alone", progress=False)
     shared = run(exp, synthetic, results_root=tmp_path / "shared", progress=False, training=False)
