@@ -117,7 +117,9 @@ def run(
     one missing for some trial (`NothingStoredError` if there are none), without the data
     set. `deadline` (a `time.monotonic()` value): stop with `schedule.OutOfTime`, keeping
     every finished level, rather than start or go on with a level that would end after
-    it. A trial that another process is training (`train_trials`) is waited for, then read."""
+    it. A trial that another process is training (`train_trials`) is waited for, then read.
+    Nothing is written before a level is ready to train (`_ready`) or, if none is, before
+    the tables: a refused run leaves nothing behind."""
     device = default_device(device)
     schedule = Schedule.of(exp, device, max_members)
     setup = _Run.open(exp, schedule, data=data, data_root=data_root, results_root=results_root,
@@ -126,6 +128,7 @@ def run(
     walks = [_walk(setup, group, training) for group in schedule.groups]
     results = _results(setup, walks)
     if training:
+        setup.stores.make(schedule.max_members)
         results.write_tables()
     return results
 
@@ -147,11 +150,13 @@ def train_trials(
     `schedule.trial_groups(exp, max_members)`, so that they stack as they would in one `run`
     of the whole experiment with the same `max_members` and give its numbers; a trial
     another process is training is waited for. `data` and `portable` are as in `run`. The
-    tables are written by the `run` that reads the finished experiment."""
+    tables are written by the `run` that reads the finished experiment. A refused call
+    (trials that are not whole groups, data or a device it cannot train on, levels it cannot
+    resume from) writes nothing."""
     device = default_device(device)
     schedule = Schedule.of(exp, device, max_members)
     mine = [group for group in schedule.groups if set(group) & set(trials)]
-    if sorted(t for group in mine for t in group) != sorted(set(trials)):
+    if not mine or sorted(t for group in mine for t in group) != sorted(set(trials)):
         raise ValueError(
             f"trials {sorted(trials)} of {exp.network} {exp.pruning.strategy} are not whole groups of trials that "
             f"train together with max_members={schedule.max_members} ({schedule.groups}): a job trains whole groups"
@@ -195,10 +200,17 @@ class _Run:
         training: bool,
     ) -> _Run:
         """The run of `exp` by `schedule`, with its stores opened (`store.open_stores`)
-        before any work."""
+        before any work, nothing written yet."""
         stores = open_stores(exp, data=data, data_root=data_root, root=results_root, results_store=results_store,
-                             portable=portable, training=training, max_members=schedule.max_members)  # fmt: skip
+                             portable=portable, training=training)  # fmt: skip
         return cls(stores.exp, schedule, stores, data, data_root, device, progress, deadline)
+
+    def dataset(self) -> Dataset:
+        """The data on the training device, loaded when first asked for."""
+        if self.loaded is None:
+            self.loaded = self.data.to(self.device) if self.data is not None else load_dataset(
+                architecture(self.exp.network).dataset, self.data_root, self.device)  # fmt: skip
+        return self.loaded
 
     def label(self, group: list[int]) -> str:
         """The progress bar's name for training `group`."""
@@ -264,18 +276,27 @@ class _Walk:
 def _walk(setup: _Run, trials: list[int], training: bool) -> _Walk:
     """One trial group's jobs in order, each a step that skips itself when the store holds
     its levels, else (if `training`) prunes, trains and stores them; without training the
-    walk stops at the first level missing. Training holds the trials' locks in the results
-    store: a trial another process is training is waited for, then read."""
+    walk stops at the first level missing. Once a job is ready to train (`_ready`), the
+    walk makes the results folder and holds the trials' locks in the results store: a trial
+    another process is training is waited for, then read."""
     store = setup.stores.levels(trials)
     walked = _Walk(setup.exp, trials)
     jobs = setup.schedule.jobs[len(trials)]
-    with store.lock() if training else contextlib.nullcontext():
+    locked = False
+    with contextlib.ExitStack() as held:
         try:
             for j, job in enumerate(jobs):
                 stored = [store.get(level) for level in job.levels]
-                new = None in stored
-                if new and not training:
+                if None in stored and not training:
                     break
+                if None in stored and not locked:
+                    _ready(setup, walked, job)
+                    setup.stores.make(setup.schedule.max_members)
+                    held.enter_context(store.lock())
+                    locked = True
+                    # read again: another process may have trained them while the lock was waited for
+                    stored = [store.get(level) for level in job.levels]
+                new = None in stored
                 if new:
                     remaining = sum(later.iterations for later in jobs[j:])
                     stored = _dense(setup, walked, job, remaining) if job.levels == [0] else _train_job(
@@ -288,6 +309,15 @@ def _walk(setup: _Run, trials: list[int], training: bool) -> _Walk:
             if walked.bar is not None:
                 walked.bar.close()
     return walked
+
+
+def _ready(setup: _Run, walked: _Walk, job: Job) -> None:
+    """Refuse a job that cannot train before anything is written for it: what it starts
+    from is not kept (`results.NotKeptError`: a portable store's level without the masks
+    or weights the next needs), or the data cannot be loaded onto the device."""
+    for level in job.levels:
+        level_members(setup.exp, level, walked.ticket_masks(level), walked.start, walked.trials)
+    setup.dataset()
 
 
 def _dense(setup: _Run, walked: _Walk, job: Job, remaining: int) -> list[Level]:
@@ -320,19 +350,17 @@ def _train_job(setup: _Run, walked: _Walk, job: Job, remaining: int) -> list[Lev
         title = setup.label(trials)
         walked.bar = TrainingBar(title, remaining)
     progress = setup.schedule.watch(job, walked.bar, setup.deadline)
-    if setup.loaded is None:
-        setup.loaded = setup.data.to(setup.device) if setup.data is not None else load_dataset(
-            architecture(exp.network).dataset, setup.data_root, setup.device)  # fmt: skip
+    data = setup.dataset()
     # level 0 keeps its weights at every rewind point and at this experiment's k (`store.DenseStore`)
     snapshots = tuple(sorted({*rewind_points(exp.training.iterations), exp.pruning.rewind_iteration} - {0}))
     snapshots = snapshots if job.levels == [0] else ()
     started, results = time.monotonic(), []
     for at in range(0, len(members), max_members):
         stack = [member for _, member in members[at : at + max_members]]
-        results += train(exp.network, stack, setup.loaded, exp.training, job.first, snapshots, progress)
+        results += train(exp.network, stack, data, exp.training, job.first, snapshots, progress)
     trained = {
         "seconds": round(time.monotonic() - started, 1), "levels_in_job": len(job.levels), "networks": len(members),
-        "at_once": min(max_members, len(members)), "device": device_name(setup.loaded.train_x.device),
+        "at_once": min(max_members, len(members)), "device": device_name(data.train_x.device),
         "torch": str(torch.__version__), "trials": list(trials),
     }  # fmt: skip
     ours = {level: [(label, member, result) for (label, member), result in zip(members, results) if label.level == level]

@@ -43,6 +43,8 @@ from lth_lib.protocol import (
 # Scales whose figures are committed, and where: only a full regeneration at one of them,
 # with no parameter overrides, writes there (`python -m lth_lib.regenerate`).
 COMMITTED_FIGURES = {"cpu": "figures", "paper": "figures/paper"}
+# An output's metadata key naming the PNG file in figures_dir it shows (`NotebookParameters.save`)
+SAVED_AS = "lth_saved_as"
 
 
 @dataclass(frozen=True)
@@ -183,12 +185,34 @@ class NotebookParameters:
 
         return stability(results, level, data_root=self.data_root, training=self.training)
 
-    def save(self, fig, name: str) -> None:
-        """Save `fig` as figures_dir/name.{png,svg} when figures_dir is set."""
+    def reading(self):
+        """The notebook's Reading, computed from the stored results of what it draws
+        (`lth_lib.readings`), as Markdown; its facts are kept beside the figures
+        (figures_dir/readings/) when figures_dir is set."""
+        from IPython.display import Markdown
+
+        from lth_lib.readings import notebook_facts, render, save_facts
+
+        found = notebook_facts(self)
         if self.figures_dir is not None:
+            save_facts(found, self.figures_dir)
+        return Markdown(render(found))
+
+    def save(self, fig, name: str) -> None:
+        """Save `fig` as figures_dir/name.{png,svg} when figures_dir is set, and show it there
+        and then, tagged with its file's name (`SAVED_AS`), so that a kept notebook links the
+        file rather than embed it again (`regenerate.keep_notebook`)."""
+        if self.figures_dir is not None:
+            import matplotlib.pyplot as plt
+            from IPython import get_ipython
+            from IPython.display import display
+
             from lth_lib.plots import save_figure
 
             save_figure(fig, Path(self.figures_dir) / name)
+            if get_ipython() is not None:  # in a kernel: shown once, tagged, not again at the cell's end
+                display(fig, metadata={SAVED_AS: f"{name}.png"})
+                plt.close(fig)
 
     def _protocol_for(self, network: str) -> dict:
         """The protocol parameters that apply to `network` (conv_rate only with conv layers)."""

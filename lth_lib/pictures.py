@@ -24,7 +24,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, MaxNLocator
 
-from lth_lib.plots import default_levels, percent_label, stamp
+from lth_lib.plots import default_levels, legend_above, percent_label, stamp
 from lth_lib.pruning import Mask, mask_counts, remaining_fraction
 from lth_lib.results import Results
 
@@ -117,7 +117,7 @@ def plot_layer_remaining(
     ax.set_xlabel("Percent of the network's weights remaining")
     ax.set_ylabel("Percent of the layer's weights remaining")
     _log_percent_axis(ax)
-    ax.legend(fontsize="small", ncols=min(4, len(table.columns)))
+    legend_above(ax)
     ax.grid(axis="y", alpha=0.3)
     return ax
 
@@ -128,7 +128,7 @@ def mask_figure(results: Results, level: int, trial: int = 0, scale: str | None 
     masks = trial_masks(results, trial)
     if level not in masks:
         raise ValueError(f"level must be one of {sorted(masks)}, got {level}")
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4.2), width_ratios=(1, 1.4))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4.6), width_ratios=(1, 1.4))
     remaining = layer_remaining(results, trial)
     percent = percent_label(remaining.query("level == @level").network_percent.iloc[0])
     plot_first_layer(masks[level], left, f"{_first_layer_name(masks[level])}, round {level}")
@@ -136,12 +136,11 @@ def mask_figure(results: Results, level: int, trial: int = 0, scale: str | None 
     for layer, rows in remaining.groupby("layer", sort=False):
         right.plot(rows.level, rows.percent, marker=".", label=layer)
     right.axvline(level, color="0.3", linestyle="--", linewidth=1)
-    right.set_title(f"round {level}: {percent}% of the network's weights remaining", fontsize="medium")
     right.set_xlabel("Round")
     right.set_ylabel("Percent of the layer's weights remaining")
     _log_percent_axis(right)
     right.xaxis.set_major_locator(MaxNLocator(integer=True))
-    right.legend(fontsize="small")
+    legend_above(right, title=f"round {level}: {percent}% of the network's weights remaining")
     right.grid(alpha=0.3)
     stamp(fig, results.experiment, scale, levels_done=results.levels_done)
     return fig

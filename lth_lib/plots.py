@@ -8,11 +8,13 @@ Every plot takes an `ax` (a new figure when None) and returns it, so plots can b
 overlaid: call `plot_early_stop_accuracy` twice on one axes with different `label`s to
 compare one-shot with iterative pruning. Lines are the mean over trials (and over a
 control's networks); error bars and bands span the minimum and maximum, as in the paper.
+Legends sit above their axes (`legend_above`), never over the data.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -22,6 +24,7 @@ import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.layout_engine import ConstrainedLayoutEngine, TightLayoutEngine
+from matplotlib.legend import Legend
 from matplotlib.ticker import FixedLocator, FuncFormatter, MaxNLocator, NullLocator
 
 from lth_lib.protocol import STABLE_BELOW, Experiment
@@ -41,6 +44,10 @@ METRIC_LABELS = {
     "val_loss": "Validation loss",
 }
 STRATEGY_NAMES = {"iterative": "iterative", "oneshot": "one-shot"}
+TRAVEL_COLUMNS = {
+    "travel": r"distance travelled $|\theta_T - \theta_0|$",
+    "magnitude_change": r"change in magnitude $|\theta_T| - |\theta_0|$",
+}
 PERCENT_LABEL = "Percent of weights remaining"
 STAMP_GID = "lth-stamp"
 STAMP_FONTSIZE = 7.0
@@ -179,7 +186,7 @@ def plot_training_curves(
     ax.set_xlabel("Training iterations")
     ax.set_ylabel(METRIC_LABELS.get(metric, metric))
     title = "% weights remaining" + ("" if kind == "ticket" else f" ({KIND_NAMES.get(kind, kind)})")
-    ax.legend(title=title, fontsize="small", title_fontsize="small")
+    legend_above(ax, title=title)
     ax.grid(alpha=0.3)
     return ax
 
@@ -187,12 +194,47 @@ def plot_training_curves(
 def paper_figure(results: Results, scale: str | None = None, levels: Sequence[int] | None = None) -> Figure:
     """Three panels: test accuracy over training at a few levels, the early-stop
     iteration, and the accuracy at early stop; stamped with the experiment's caption."""
-    fig, (curves, iterations, accuracy) = plt.subplots(1, 3, figsize=(15, 4.4))
+    fig, (curves, iterations, accuracy) = plt.subplots(1, 3, figsize=(15, 4.8))
     plot_training_curves(results, levels=levels, ax=curves)
     plot_early_stop_iteration(results, ax=iterations)
     plot_early_stop_accuracy(results, ax=accuracy)
     stamp(fig, results.experiment, scale, levels_done=results.levels_done)
     return fig
+
+
+def legend_above(ax: Axes, title: str | None = None, ncols: int | None = None) -> Legend:
+    """`ax`'s legend, outside the axes just above them, so that it covers no data: in
+    `ncols` columns, else in the fewest rows that fit `ax`'s column of the figure, under
+    `title`. Lay the figure out afterwards (`stamp` does) to make room for it."""
+    handles, labels = ax.get_legend_handles_labels()
+    width = _legend_room(ax)
+    for rows in range(1, len(labels) + 1):
+        legend = ax.legend(
+            handles,
+            labels,
+            title=title,
+            ncols=ncols or math.ceil(len(labels) / rows),
+            loc="lower center",
+            bbox_to_anchor=(0.5, 1.01),
+            fontsize="small",
+            title_fontsize="small",
+            frameon=False,
+        )
+        if ncols or legend.get_window_extent().width <= width:
+            break
+    return legend
+
+
+def _legend_room(ax: Axes) -> float:
+    """The width (pixels) a legend above `ax` may take without reaching its neighbours':
+    most of `ax`'s columns of the figure's grid (which the layout's margins come out of),
+    else the axes' own width."""
+    spec = ax.get_subplotspec()
+    if spec is None:
+        return ax.get_window_extent().width
+    ratios = spec.get_gridspec().get_width_ratios()
+    share = sum(ratios[column] for column in spec.colspan) / sum(ratios)
+    return 0.9 * share * ax.get_figure().bbox.width
 
 
 def save_figure(fig: Figure, path: str | Path, dpi: int = 150) -> list[Path]:
@@ -256,7 +298,7 @@ def _plot_by_level(
         )
     _percent_axis(ax)
     ax.set_ylabel(METRIC_LABELS.get(metric, metric))
-    ax.legend(fontsize="small")
+    legend_above(ax)
     ax.grid(alpha=0.3)
     return ax
 
@@ -295,7 +337,7 @@ def percent_label(value: float) -> str:
 def strategy_figure(results: Mapping[str, Results], scale: str | None = None) -> Figure:
     """Tickets found by different strategies (e.g. {"iterative": ..., "one-shot": ...})
     side by side: early-stop iteration and accuracy against weights remaining."""
-    fig, (iterations, accuracy) = plt.subplots(1, 2, figsize=(11, 4.4))
+    fig, (iterations, accuracy) = plt.subplots(1, 2, figsize=(11, 4.8))
     for i, (name, result) in enumerate(results.items()):
         tickets = _tickets_only(result)
         plot_early_stop_iteration(tickets, ax=iterations, label=name, colors={"ticket": f"C{i}"})
@@ -312,7 +354,7 @@ def strategy_figure(results: Mapping[str, Results], scale: str | None = None) ->
 def controls_figure(results: Results, scale: str | None = None) -> Figure:
     """Winning tickets against their controls (dashed): early-stop iteration and accuracy
     against weights remaining, and test accuracy over training at the level nearest 21%."""
-    fig, (iterations, accuracy, curves) = plt.subplots(1, 3, figsize=(15, 4.4))
+    fig, (iterations, accuracy, curves) = plt.subplots(1, 3, figsize=(15, 4.8))
     plot_early_stop_iteration(results, ax=iterations)
     plot_early_stop_accuracy(results, ax=accuracy)
     level = results.level_near(21.1)
@@ -329,12 +371,9 @@ def controls_figure(results: Results, scale: str | None = None) -> Figure:
         curves.fill_between(stats.index, stats["min"], stats["max"], color=f"C{i}", alpha=0.15, linewidth=0)
     _zoom(curves, settled)
     curves.xaxis.set_major_locator(_integer_locator())
-    curves.set_title(
-        f"{percent_label(results.percent_remaining(level))}% of weights remaining", fontsize="medium"
-    )
     curves.set_xlabel("Training iterations")
     curves.set_ylabel(METRIC_LABELS["test_acc"])
-    curves.legend(fontsize="small")
+    legend_above(curves, title=f"{percent_label(results.percent_remaining(level))}% of weights remaining")
     curves.grid(alpha=0.3)
     stamp(fig, results.experiment, scale, levels_done=results.levels_done)
     return fig
@@ -342,31 +381,48 @@ def controls_figure(results: Results, scale: str | None = None) -> Figure:
 
 def travel_figure(travel: pd.DataFrame, results: Results, level: int, scale: str | None = None) -> Figure:
     """How far each weight of the dense network moved in training, winning-ticket weights
-    against pruned ones: the distribution of |theta_T - theta_0| and of the change in
-    magnitude |theta_T| - |theta_0|, over all layers and trials."""
-    fig, (distance, magnitude) = plt.subplots(1, 2, figsize=(11, 4.2))
-    kept = f"in the ticket ({percent_label(results.percent_remaining(level))}% remaining)"
-    for column, ax, xlabel in (
-        ("travel", distance, r"distance travelled $|\theta_T - \theta_0|$"),
-        ("magnitude_change", magnitude, r"change in magnitude $|\theta_T| - |\theta_0|$"),
-    ):
-        values = travel[column].to_numpy()
-        bins = np.linspace(np.quantile(values, 0.001), np.quantile(values, 0.999), 80)
-        for in_ticket, color, name in ((True, "C0", kept), (False, "C3", "pruned")):
-            ax.hist(
-                travel.loc[travel.in_ticket == in_ticket, column],
-                bins=bins,
-                density=True,
-                histtype="step",
-                color=color,
-                linewidth=1.4,
-                label=name,
-            )
-        ax.set_xlabel(xlabel)
-        ax.set_ylabel("density")
-        ax.set_yscale("log")
-        ax.legend(fontsize="small")
-        ax.grid(alpha=0.3)
+    against pruned ones (`travel`: `weight_travel(results, level)`): a row per layer, the
+    distribution of |theta_T - theta_0| beside that of the change in magnitude
+    |theta_T| - |theta_0|, trials pooled. Every weight is drawn: the bins span each
+    layer's whole range, and the log density axis reaches below a single weight's bin."""
+    layers = list(travel.layer.unique())
+    trials = travel.trial.nunique()
+    percent = percent_label(results.percent_remaining(level))
+    fig = plt.figure(figsize=(11, 1.2 + 2.4 * len(layers)), layout="constrained")
+    for row, layer in zip(np.atleast_1d(fig.subfigures(len(layers), 1)), layers):
+        weights = travel[travel.layer == layer]
+        row.suptitle(
+            f"{layer}: {len(weights) // trials:,} weights per trial, "
+            f"{100 * weights.in_ticket.mean():.1f}% of them in the ticket",
+            fontsize="medium",
+        )
+        for ax, (column, xlabel) in zip(row.subplots(1, 2), TRAVEL_COLUMNS.items()):
+            values = weights[column].to_numpy()
+            bins = np.histogram_bin_edges(values, min(100, math.isqrt(len(values))))
+            lowest = np.inf  # the smallest density drawn: one weight in the emptiest bin
+            for in_ticket, color, name in (
+                (True, "C0", f"in the {percent}% ticket"),
+                (False, "C3", "pruned"),
+            ):
+                group = weights.loc[weights.in_ticket == in_ticket, column]
+                density, *_ = ax.hist(group, bins=bins, density=True, histtype="step", color=color,
+                                      linewidth=1.3, label=name)  # fmt: skip
+                lowest = min(lowest, density[density > 0].min(initial=np.inf))
+            ax.set_yscale("log")
+            ax.set_ylim(bottom=lowest / 3)
+            ax.set_xlabel(xlabel)
+            ax.set_ylabel("density (log scale)")
+            ax.grid(alpha=0.3)
+    pooled = f"{trials} trial{'s' if trials != 1 else ''} pooled"
+    fig.legend(
+        *ax.get_legend_handles_labels(),
+        title=f"The dense network's weights, trained from $\\theta_0$ to $\\theta_T$: those in the "
+        f"{percent}% ticket (round {level}) vs those pruned · {pooled} · every weight shown",
+        title_fontsize="medium",
+        loc="outside upper center",
+        ncols=2,
+        frameon=False,
+    )
     stamp(fig, results.experiment, scale, levels_done=results.levels_done)
     return fig
 
@@ -377,7 +433,7 @@ def stability_figure(points: Sequence[Stability], results: Results, scale: str |
     solid, the ticket dashed), and the instability (the error barrier) against k, with the
     2% under which Frankle et al. (2020) call a network stable. `results`: one of the
     rewound experiments, for the caption (trial 0's copies, no controls)."""
-    fig, (lines, barrier) = plt.subplots(1, 2, figsize=(11, 4.4))
+    fig, (lines, barrier) = plt.subplots(1, 2, figsize=(11, 4.8))
     ks = sorted({p.rewind_iteration for p in points})
     for kind, style in (("dense", "-"), ("ticket", "--")):
         chosen = sorted(
@@ -398,13 +454,11 @@ def stability_figure(points: Sequence[Stability], results: Results, scale: str |
     barrier.axhline(100 * STABLE_BELOW, color="0.6", linewidth=0.9, linestyle=":", label="stable below 2%")
     lines.set_xlabel(r"interpolation $\alpha$: $(1-\alpha) W_1 + \alpha W_2$")
     lines.set_ylabel("Test error (%)")
-    low, high = lines.get_ylim()  # room above the lines for the legend, so that it covers none
-    lines.set_ylim(low, high + (high - low) * (0.15 + 0.12 * len(ks)))
-    lines.legend(fontsize="x-small", ncol=2, loc="upper center")
+    legend_above(lines, ncols=len({p.level == 0 for p in points}))  # a column each: dense, ticket
     barrier.set_xlabel("Rewind iteration k")
     barrier.set_ylabel("Instability: error barrier (points)")
     barrier.xaxis.set_major_locator(FixedLocator(ks))
-    barrier.legend(fontsize="small")
+    legend_above(barrier)
     for ax in (lines, barrier):
         ax.grid(alpha=0.3)
     ks_text = ", ".join(f"{k:,}" for k in ks)

@@ -15,7 +15,9 @@ Figures go to figures/ only from a full regeneration at a committed scale (`cpu`
 notebook to figures/timings-<scale>.md; any other run writes its figures to
 out/<run>/figures/, and --figures DIR puts them elsewhere. Beside the figures, in
 notebooks/, each executed notebook is kept for readers (`keep_notebook`: no run
-metadata, timings or absolute paths), so the committed ones show the committed run.
+metadata, timings or absolute paths, its saved figures linked rather than embedded), so
+the committed ones show the committed run; after a full regeneration there, the README's
+figure sections are regenerated from the notebooks' readings (`lth_lib.readings`).
 Finished rounds come from the results store, so a second regeneration at the same
 scale only re-plots.
 
@@ -46,12 +48,13 @@ from pathlib import Path
 import torch
 
 from lth_lib.cluster import EXECUTORS, Options
-from lth_lib.notebook import COMMITTED_FIGURES, NOTEBOOKS, NotebookParameters
+from lth_lib.notebook import COMMITTED_FIGURES, NOTEBOOKS, SAVED_AS, NotebookParameters
 from lth_lib.paths import PROJECT
 from lth_lib.protocol import SCALES, Experiment, check_scale, default_scale
 from lth_lib.train import default_device, device_name
 
-NOTEBOOK_DIR = (PROJECT or Path.cwd()) / "notebooks"
+PROJECT_DIR = PROJECT or Path.cwd()
+NOTEBOOK_DIR = PROJECT_DIR / "notebooks"
 
 
 @dataclass
@@ -187,23 +190,32 @@ def regenerate(names: list[str], scale: str, parameters: dict[str, dict], out_di
     return outcomes
 
 
+# kept notebooks' id for papermill's injected-parameters cell (papermill gives it a random one)
+INJECTED_ID = "injected-parameters"
+
+
 def clean_notebook(nb: dict) -> dict:
-    """`nb` without run-to-run metadata: timings, papermill's records, versions."""
+    """`nb` without run-to-run metadata: timings, papermill's records, versions, and the random
+    id papermill gives its injected-parameters cell."""
     nb.metadata.pop("papermill", None)
     nb.metadata["language_info"] = {"name": "python"}
     for cell in nb.cells:
         cell.metadata.pop("papermill", None)
         cell.metadata.pop("execution", None)
         cell.metadata.pop("ExecuteTime", None)
+        if "id" in cell and INJECTED_ID in cell.metadata.get("tags", []):
+            cell.id = INJECTED_ID
     return nb
 
 
 def keep_notebook(executed: Path, kept: Path) -> None:
     """Write `executed` to `kept` as a reader should see it: `clean_notebook`, the project's
-    folder left out of paths, and each progress bar as its last state without timings."""
+    folder left out of paths, each progress bar as its last state without timings, and each
+    figure the run saved in the figures folder (kept's folder's parent) linked, not embedded."""
     import nbformat
 
     nb = clean_notebook(nbformat.read(executed, as_version=4))
+    _link_saved_figures(nb)
     for cell in nb.cells:
         cell.source = _readable(cell.source)
         merged = []  # a progress bar comes as one stream output per redraw: join them, as a terminal would
@@ -226,6 +238,19 @@ def keep_notebook(executed: Path, kept: Path) -> None:
             cell.outputs = merged
     kept.parent.mkdir(parents=True, exist_ok=True)
     nbformat.write(nb, kept)
+
+
+def _link_saved_figures(nb: dict) -> None:
+    """Replace each figure output of `nb` that shows a saved file (tagged `SAVED_AS` by
+    `NotebookParameters.save`) by a Markdown link to that file, beside the kept notebook's
+    folder: figures/notebooks/x.ipynb links ../name.png."""
+    for cell in nb.cells:
+        for output in cell.get("outputs", []):
+            saved = output.get("metadata", {}).get(SAVED_AS)
+            if saved:
+                plain = output.data.get("text/plain", saved)
+                output.data = {"text/markdown": f"![{Path(saved).stem}](../{saved})", "text/plain": plain}
+                output.metadata = {}
 
 
 def _readable(text: str) -> str:
@@ -494,6 +519,7 @@ def main(argv: list[str] | None = None) -> int:
     out_dir = (args.out or NOTEBOOK_DIR.parent / "out" / run_name(scale, parameters)).resolve()
     figures_dir = (args.figures or default_figures_dir(names, scale, parameters, out_dir)).resolve()
     per_notebook = {name: {**parameters, **({"train": True} if args.train else {})} for name in names}
+    before = stored_files(parameters)
     jobs = []  # the training jobs' outcome, when they run first
     if options is not None or args.collect is not None:
         if options is not None:
@@ -512,17 +538,41 @@ def main(argv: list[str] | None = None) -> int:
             return 1
     out_dir.mkdir(parents=True, exist_ok=True)
     print(f"figures go to {figures_dir}, executed notebooks to {out_dir}", flush=True)
-    return summarise(
-        jobs + regenerate(names, scale, per_notebook, out_dir, figures_dir), scale, out_dir, figures_dir
-    )
+    outcomes = jobs + regenerate(names, scale, per_notebook, out_dir, figures_dir)
+    code = summarise(outcomes, scale, out_dir, figures_dir, trained=stored_files(parameters) != before)
+    drawn = {o.notebook for o in outcomes if o.error is None}
+    if (
+        code == 0
+        and set(names) <= drawn
+        and figures_dir == (PROJECT_DIR / COMMITTED_FIGURES.get(scale, "-")).resolve()
+    ):
+        from lth_lib.readings import refresh_readme
+
+        refresh_readme()
+        print("README.md: its figure sections regenerated from the new readings (cog)", flush=True)
+    return code
 
 
-def summarise(outcomes: list[Outcome], scale: str, out_dir: Path, figures_dir: Path) -> int:
-    """Print how each notebook went, write the timings of a full regeneration; the exit code."""
-    if {o.notebook for o in outcomes} >= set(notebook_names()):
-        written = f"written to {write_timings(outcomes, scale, figures_dir).name}"
-    else:  # a subset's times would replace the whole run's
+def stored_files(parameters: dict) -> set[Path]:
+    """Every level and stability file in the results store the notebooks use: a run that
+    leaves this set as it was trained nothing."""
+    from lth_lib.store import results_root
+
+    root = results_root(parameters.get("results_root"))
+    return {p for pattern in ("**/level_*.json", "**/stability/*.json") for p in root.glob(pattern)}
+
+
+def summarise(
+    outcomes: list[Outcome], scale: str, out_dir: Path, figures_dir: Path, trained: bool = True
+) -> int:
+    """Print how each notebook went, write the timings of a full regeneration that trained
+    something (a redraw's would replace the training run's); the exit code."""
+    if not {o.notebook for o in outcomes} >= set(notebook_names()):  # a subset's would replace the run's
         written = f"a subset: timings-{scale}.md left as it was"
+    elif not trained:
+        written = f"nothing trained: timings-{scale}.md left as it was"
+    else:
+        written = f"written to {write_timings(outcomes, scale, figures_dir).name}"
     print(f"\nSummary (scale {scale}; executed notebooks in {out_dir}, figures in {figures_dir}):")
     for o in outcomes:
         print(

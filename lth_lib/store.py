@@ -188,6 +188,27 @@ class Stores:
         folder = self.directory.parent / DENSE_FOLDER / dense_folder_name(self.exp)
         return DenseStore(folder, trials, [self.exp.seeds[t] for t in trials])
 
+    def make(self, max_members: int) -> None:
+        """Make the results folder (if any) and describe the experiment in it (experiment.json,
+        with the `max_members` it runs with), or a clear error if it cannot be written."""
+        if self.directory is None:
+            return
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=self.directory):
+                pass
+        except OSError as error:
+            raise PermissionError(
+                f"cannot write the experiment's folder {self.directory} ({error.strerror}); "
+                f"pass results_root= or set {RESULTS_ENV} to a writable folder"
+            ) from None
+        description = {
+            "identity": self.exp.identity(),
+            "experiment": self.exp.to_dict(),
+            "max_members": max_members,
+        }
+        atomic_write(self.directory / "experiment.json", json.dumps(description, indent=2).encode())
+
 
 def open_stores(
     exp: Experiment,
@@ -198,43 +219,34 @@ def open_stores(
     results_store: bool,
     portable: str | Path | None,
     training: bool,
-    max_members: int,
 ) -> Stores:
     """The stores of `exp`: the portable store `portable` (None: none) and the results
     store under `root` (`results_root`; `results_store` False: none). Checked before any
-    work: the data copy `exp` runs on (`located`), and, for training, its results folder
-    made and described (experiment.json), or a clear error if it cannot be written."""
+    work: the data copy `exp` runs on (`located`). Nothing is written: the results folder
+    is made when a level is about to be trained into it (`Stores.make`)."""
     root = results_root(root) if results_store else None
     portable = Path(portable) if portable is not None else None
     exp = located(exp, data, data_root, portable, training)
     directory = root / exp.folder_name if root is not None else None
-    if directory is not None and training:
-        try:
-            directory.mkdir(parents=True, exist_ok=True)
-            with tempfile.NamedTemporaryFile(dir=directory):
-                pass
-        except OSError as error:
-            raise PermissionError(
-                f"cannot write the experiment's folder {directory} ({error.strerror}); "
-                f"pass results_root= or set {RESULTS_ENV} to a writable folder"
-            ) from None
-        description = {"identity": exp.identity(), "experiment": exp.to_dict(), "max_members": max_members}
-        atomic_write(directory / "experiment.json", json.dumps(description, indent=2).encode())
     return Stores(exp, directory, portable / exp.folder_name if portable is not None else None)
 
 
 def located(
     exp: Experiment, data: Dataset | None, data_root, portable: Path | None, training: bool
 ) -> Experiment:
-    """`exp` with the data copy it runs on: the data's; without training, the one `exp`
-    names, else the local copy's, else the one the portable store holds `exp` for."""
+    """`exp` with the data copy it runs on: the data's (refused if it is not the data set
+    `exp`'s network trains on); without training, the one `exp` names, else the local
+    copy's, else the one the portable store holds `exp` for."""
     if not training and data is None and exp.data_copy:
         return exp
+    dataset = architecture(exp.network).dataset
     if data is not None:
+        if data.name != dataset:
+            raise ValueError(f"{exp.network} trains on {dataset}, not on the {data.name} data given")
         copy = data.copy
     else:
         try:
-            copy = data_copy(architecture(exp.network).dataset, data_root)  # fails early if missing
+            copy = data_copy(dataset, data_root)  # fails early if missing
         except DataNotFoundError:
             copies = list(stored_folders(exp, portable)) if portable is not None and not training else []
             if len(copies) != 1:

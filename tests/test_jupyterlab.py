@@ -1,11 +1,14 @@
-"""tickets.ipynb in JupyterLab in a real browser: it runs clean, draws, and its round slider redraws.
+"""tickets.ipynb in JupyterLab in a real browser: it runs clean, draws, and its round slider redraws;
+and a kept notebook (figures/notebooks/) shows the figure it links rather than embeds.
 
 JupyterLab runs with private Jupyter folders at smoke scale in a temporary results store;
 headless Chromium (Debian's, through Playwright) opens the notebook, runs every cell, checks
 that nothing went to stderr or raised, that a figure rendered, and that moving the `round`
 slider redraws the figure in its output widget. The screenshot goes to
-out/browser/jupyterlab-tickets.png. Skipped where Chromium, Playwright or JupyterLab is
-missing, unless CI=true, where that fails instead.
+out/browser/jupyterlab-tickets.png. It also opens a notebook the committed run kept
+(figures/notebooks/), which links its figure rather than embed it, and checks the figure
+loaded (screenshot: out/browser/jupyterlab-kept-figure.png). Skipped
+where Chromium, Playwright or JupyterLab is missing, unless CI=true, where that fails instead.
 """
 
 from __future__ import annotations
@@ -27,11 +30,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import matplotlib.image
 import pytest
 
 PROJECT = Path(__file__).resolve().parents[1]
 NOTEBOOK = "notebooks/tickets.ipynb"  # relative to the server's root, the project
 SCREENSHOT = PROJECT / "out" / "browser" / "jupyterlab-tickets.png"
+KEPT_SCREENSHOT = PROJECT / "out" / "browser" / "jupyterlab-kept-figure.png"
 CHROMIUM = next(
     (p for p in ("/usr/bin/chromium", shutil.which("chromium")) if p and os.access(p, os.X_OK)), None
 )
@@ -41,6 +46,7 @@ RUN_ALL_TIMEOUT_S = 180
 # stderr and tracebacks both render with this MIME type
 ERROR_OUTPUT = '.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stderr"]'
 IMAGE = ".jp-RenderedImage img"
+LINKED_IMAGE = '.jp-OutputArea-output[data-mime-type="text/markdown"] img'  # a figure a kept notebook links
 WIDGET_IMAGE = ".widget-output .jp-RenderedImage img"  # a figure inside an ipywidgets.Output
 OUTPUT_CHILD = ".jp-OutputArea-child"  # one displayed output (here: the VBox of a slider and its Output)
 SLIDER = ".widget-slider"
@@ -368,3 +374,28 @@ def test_tickets_notebook_runs_in_jupyterlab_and_its_round_slider_redraws(lab, p
     assert (PROJECT / NOTEBOOK).read_bytes() == stored, "JupyterLab wrote to the notebook"
     before, after = state["readout"]
     print(f"{NOTEBOOK}: {len(state['counts'])} code cells run; round slider {before} -> {after}")
+
+
+def test_a_kept_notebook_shows_its_linked_figure_in_jupyterlab(lab, page):
+    """figures/notebooks/weight_travel.ipynb, as the committed run kept it, shows its figure
+    from the PNG it links (figures/lenet300-weight-travel.png), with no image embedded."""
+    kept = "figures/notebooks/weight_travel.ipynb"
+    png = PROJECT / "figures" / "lenet300-weight-travel.png"
+    width = matplotlib.image.imread(png).shape[1]
+    KEPT_SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        page.goto(f"{lab.url}/lab/tree/{kept}?token={lab.token}", wait_until="domcontentloaded")
+        page.wait_for_function(
+            f"Array.from(document.querySelectorAll('{LINKED_IMAGE}')).some(i => i.complete && i.naturalWidth > 0)",
+            timeout=120_000,
+        )
+        images = page.locator(LINKED_IMAGE).evaluate_all(
+            "imgs => imgs.map(i => ({src: i.getAttribute('src'), width: i.naturalWidth}))"
+        )
+        assert len(images) == 1 and images[0]["width"] == width, images
+        assert "/files/figures/lenet300-weight-travel.png" in images[0]["src"], images
+        assert page.locator(IMAGE).count() == 0, "an embedded image in a notebook that links its figure"
+    finally:
+        with contextlib.suppress(Exception):
+            page.screenshot(path=KEPT_SCREENSHOT, full_page=True)
+            print(f"screenshot: {KEPT_SCREENSHOT}")

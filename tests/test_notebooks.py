@@ -1,6 +1,7 @@
 """The notebooks: parameters cells, parameter validation, clean metadata, and nbval biting."""
 
 import ast
+import base64
 import copy
 import os
 import subprocess
@@ -10,8 +11,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from lth_lib.notebook import NOTEBOOKS, notebook_parameters, parameter_names
-from lth_lib.regenerate import NOTEBOOK_DIR, clean_notebook, main, notebook_names
+from lth_lib.notebook import NOTEBOOKS, SAVED_AS, notebook_parameters, parameter_names
+from lth_lib.regenerate import NOTEBOOK_DIR, clean_notebook, keep_notebook, main, notebook_names
 from lth_lib.store import DENSE_FOLDER
 
 PROJECT = NOTEBOOK_DIR.parent
@@ -43,7 +44,8 @@ def test_each_notebook_guards_outputs_and_ends_with_a_reading(notebook):
     name, nb = notebook
     checked = [c for c in nb.cells if c.cell_type == "code" and "NBVAL_CHECK_OUTPUT" in c.source]
     assert checked and all(c.outputs for c in checked), f"{name}: guarded cells need stored outputs"
-    assert nb.cells[-1].cell_type == "markdown" and "Reading" in nb.cells[-1].source
+    assert nb.cells[-2].cell_type == "markdown" and nb.cells[-2].source.startswith("## Reading")
+    assert nb.cells[-1].cell_type == "code" and nb.cells[-1].source == "params.reading()"
 
 
 def test_notebooks_are_stored_clean(notebook):
@@ -103,6 +105,77 @@ def test_a_kept_notebook_has_no_paths_timings_or_progress_redraws(tmp_path):
     assert "papermill" not in kept.metadata and "execution" not in kept.cells[0].metadata
     assert kept.cells[0].source == 'figures_dir = "figures"'
     assert [o.text for o in kept.cells[0].outputs] == ["lenet300: 100%|###| 10/10\nsaved to figures/a.png\n"]
+
+
+def _executed(tmp_path: Path, injected_id: str) -> Path:
+    """A notebook as papermill leaves it: a random id on its injected-parameters cell, run
+    times, and a cell that showed two saved figures (tagged by `NotebookParameters.save`) and
+    an image it did not save."""
+    times = {"start_time": f"2026-01-0{injected_id[-1]}T12:00:00", "duration": 1.0}
+    nb = nbformat.v4.new_notebook(metadata={"papermill": times})
+    nb.cells = [
+        nbformat.v4.new_code_cell(
+            'scale = None\nnetworks = ""', metadata={"tags": ["parameters"]}, id="params"
+        ),
+        nbformat.v4.new_code_cell(
+            'scale = "cpu"\n', metadata={"tags": ["injected-parameters"]}, id=injected_id
+        ),
+        nbformat.v4.new_code_cell('params.save(figure, "lenet300-iterative")\ndisplay(photo)', id="draw"),
+    ]
+    figure = {
+        "image/png": base64.b64encode(b"figure").decode(),
+        "text/plain": "<Figure size 1500x480 with 3 Axes>",
+    }
+    nb.cells[2].outputs = [
+        nbformat.v4.new_output("display_data", data=figure, metadata={SAVED_AS: "lenet300-iterative.png"}),
+        nbformat.v4.new_output("display_data", data={"image/png": "cGhvdG8="}),
+    ]
+    for count, cell in enumerate(nb.cells, 1):
+        cell.execution_count = count
+        cell.metadata["papermill"] = times
+    nbformat.write(nb, tmp_path / f"{injected_id}.ipynb")
+    return tmp_path / f"{injected_id}.ipynb"
+
+
+def test_two_keeps_of_the_same_outputs_are_byte_identical(tmp_path):
+    kept, written = tmp_path / "figures" / "notebooks" / "x.ipynb", []
+    for injected_id in ("a1b2c3d1", "f9e8d7c2"):
+        keep_notebook(_executed(tmp_path, injected_id), kept)
+        written.append(kept.read_bytes())
+    assert written[0] == written[1]
+    assert nbformat.reads(written[0], as_version=4).cells[1].id == "injected-parameters"
+
+
+def test_a_kept_notebook_links_the_figures_its_run_saved_and_embeds_other_images(tmp_path):
+    kept = tmp_path / "figures" / "notebooks" / "x.ipynb"
+    keep_notebook(_executed(tmp_path, "a1b2c3d1"), kept)
+    linked, other = nbformat.read(kept, as_version=4).cells[2].outputs
+    assert linked.data == {
+        "text/markdown": "![lenet300-iterative](../lenet300-iterative.png)",
+        "text/plain": "<Figure size 1500x480 with 3 Axes>",
+    }
+    assert linked.metadata == {}
+    assert other.data == {"image/png": "cGhvdG8="}
+
+
+def test_a_saved_figure_is_shown_once_tagged_with_its_file(tmp_path, monkeypatch):
+    """In a kernel, `save` shows the figure itself, tagged, and closes it so the cell's end
+    does not show it again; the tag names the file it wrote."""
+    from IPython.testing.globalipapp import get_ipython
+    from matplotlib.figure import Figure
+
+    from lth_lib.notebook import NotebookParameters
+
+    shell = get_ipython()
+    shown = []
+    monkeypatch.setattr(
+        shell.display_pub, "publish", lambda data, metadata=None, **kwargs: shown.append(metadata)
+    )
+    figure = Figure()
+    figure.subplots().plot([0, 1])
+    NotebookParameters(scale="smoke", figures_dir=str(tmp_path)).save(figure, "line")
+    assert shown == [{SAVED_AS: "line.png"}]
+    assert (tmp_path / "line.png").exists() and (tmp_path / "line.svg").exists()
 
 
 def test_notebook_parameters_reject_misspelt_names_and_bad_values():
@@ -272,6 +345,11 @@ def test_only_a_full_regeneration_rewrites_the_timings(tmp_path, monkeypatch, ca
     assert main(["controls", *common]) == 0
     assert not (tmp_path / "timings-smoke.md").exists()
     assert "a subset: timings-smoke.md left as it was" in capsys.readouterr().out
+    assert main(common) == 0  # a redraw: nothing trained
+    assert not (tmp_path / "timings-smoke.md").exists()
+    assert "nothing trained: timings-smoke.md left as it was" in capsys.readouterr().out
+    stores = iter([set(), {tmp_path / "level_000.json"}])  # before and after: a level was trained
+    monkeypatch.setattr(regenerate, "stored_files", lambda parameters: next(stores))
     assert main(common) == 0
     rows = (tmp_path / "timings-smoke.md").read_text()
     assert all(f"| {name} | 0m01s | ok |" in rows for name in notebook_names())

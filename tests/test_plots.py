@@ -8,8 +8,10 @@ import pytest
 from matplotlib.container import ErrorbarContainer
 
 from lth_lib.lottery import run
+from lth_lib.pictures import mask_figure, mask_grid_figure
 from lth_lib.plots import (
     _zoom,
+    controls_figure,
     default_levels,
     paper_figure,
     plot_early_stop_accuracy,
@@ -17,10 +19,14 @@ from lth_lib.plots import (
     plot_training_curves,
     save_figure,
     scale_caption,
+    stability_figure,
     stamp,
     strategy_figure,
+    travel_figure,
 )
 from lth_lib.protocol import paper_experiment
+from lth_lib.stability import Stability
+from lth_lib.travel import weight_travel
 
 TINY = {"iterations": 20, "eval_every": 10, "eval_examples": 200, "rounds": 3, "trials": 2}
 
@@ -189,3 +195,56 @@ def test_a_short_run_has_whole_iteration_ticks_and_no_curve_cut_off(synthetic):
     _zoom(ax, [rising, falling])
     low, high = ax.get_ylim()
     assert 0.05 < low < 0.20 and high > 0.35
+
+
+def _figures(results):
+    level = results.level_near(60)
+    points = [
+        Stability(k, at, percent, [0.1 + 0.02 * (k == 0) * (i in (9, 10)) for i in range(20)])
+        for k in (0, 5)
+        for at, percent in ((0, 100.0), (level, results.percent_remaining(level)))
+    ]
+    return {
+        "paper": paper_figure(results, scale="test"),
+        "strategy": strategy_figure({"iterative": results, "one-shot": results}, scale="test"),
+        "controls": controls_figure(results, scale="test"),
+        "travel": travel_figure(weight_travel(results, level), results, level, scale="test"),
+        "stability": stability_figure(points, results, scale="test"),
+        "masks": mask_grid_figure(results, scale="test"),
+        "mask": mask_figure(results, level, scale="test"),
+    }
+
+
+def test_no_legend_covers_an_axes_and_every_figure_keeps_its_stamp(results):
+    for name, fig in _figures(results).items():
+        fig.canvas.draw()
+        legends = [ax.get_legend() for ax in fig.axes if ax.get_legend()] + fig.legends
+        assert legends, name
+        for legend in legends:
+            box = legend.get_window_extent()
+            for ax in fig.axes:
+                assert not box.overlaps(ax.get_window_extent()), (name, ax.get_title(), legend.get_title())
+        assert any(t.get_gid() == "lth-stamp" for t in fig.texts), name
+
+
+def test_travel_figure_draws_every_weight_per_layer_with_a_caption(results):
+    level = results.level_near(60)
+    travel = weight_travel(results, level)
+    fig = travel_figure(travel, results, level, scale="test")
+    layers = ["fc1", "fc2", "fc3"]
+    assert [row.texts[0].get_text().split(":")[0] for row in fig.subfigs] == layers
+    panels = [(layer, column) for layer in layers for column in ("travel", "magnitude_change")]
+    assert len(fig.axes) == len(panels)
+    for ax, (layer, column) in zip(fig.axes, panels):
+        weights = travel[travel.layer == layer]
+        assert len(ax.patches) == 2 and ax.get_yscale() == "log"  # ticket and pruned, overlaid
+        for patch, in_ticket in zip(ax.patches, (True, False)):
+            edges = patch.get_xy()[:, 0]
+            values = weights.loc[weights.in_ticket == in_ticket, column]
+            assert edges.min() <= values.min() and edges.max() >= values.max()  # no tail cut off
+    [legend] = fig.legends
+    caption = legend.get_title().get_text()
+    percent = f"{results.percent_remaining(level):.1f}%"
+    assert f"{percent} ticket (round {level})" in caption and "2 trials pooled" in caption
+    assert [t.get_text() for t in legend.get_texts()] == [f"in the {percent} ticket", "pruned"]
+    assert [t.get_text() for t in fig.texts] == [scale_caption(results.experiment, "test")]

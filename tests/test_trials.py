@@ -1,20 +1,26 @@
 """Trials apart: groups of trials train alone or together to the same numbers, each trial
 has its own files in the store, and two processes on one trial never both train it."""
 
+import dataclasses
 import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import torch
 
 import lth_lib.lottery
 import lth_lib.store
-from lth_lib.lottery import run, train_trials
+from lth_lib import portable
+from lth_lib.data import DataNotFoundError
+from lth_lib.lottery import NothingStoredError, run, train_trials
 from lth_lib.protocol import paper_experiment, scaled_experiment
+from lth_lib.results import NotKeptError
 from lth_lib.schedule import trial_groups
-from lth_lib.store import load_level
+from lth_lib.store import load_level, sync
 
 TESTS = Path(__file__).resolve().parent
 TWO_TRIALS = {"iterations": 30, "eval_every": 10, "eval_examples": 200, "rounds": 2, "trials": 2,
@@ -61,6 +67,52 @@ def test_part_of_a_group_is_refused_before_any_training(synthetic, tmp_path, mon
     with pytest.raises(ValueError, match=r"trials \[1\] .* not whole groups .*\(\[\[0, 1\]\]\)"):
         train_trials(exp, [1], results_root=tmp_path, max_members=16, data=synthetic)
     assert calls == [] and not list(tmp_path.iterdir())  # refused before the experiment's folder was made
+
+
+def test_a_refused_call_leaves_the_results_root_empty(synthetic, tmp_path, monkeypatch):
+    exp = paper_experiment("lenet300", **TWO_TRIALS)
+    root = tmp_path / "results"
+    root.mkdir()
+    calls = _counting(monkeypatch)
+    gpu_missing = f"cuda:{torch.cuda.device_count()}"  # the first GPU this machine does not have
+
+    def call(trials: list[int], **kwargs) -> Callable[[], None]:
+        return lambda: train_trials(exp, trials, **{"data": synthetic, "results_root": root, **kwargs})
+
+    refusals = [
+        (call([]), ValueError, r"trials \[\] .* not whole groups"),
+        (call([2]), ValueError, r"trials \[2\] .* not whole groups"),
+        (call([1]), ValueError, r"trials \[1\] .* not whole groups"),
+        (call([0, 1], data=dataclasses.replace(synthetic, name="cifar10")), ValueError,
+         "lenet300 trains on mnist, not on the cifar10 data given"),
+        (call([0, 1], data=None, data_root=tmp_path / "no-data"), DataNotFoundError, "mnist not found"),
+        (call([0, 1], device=gpu_missing), RuntimeError, None),
+        (lambda: run(exp, synthetic, results_root=root, training=False, progress=False), NothingStoredError,
+         "no level of lenet300 iterative"),
+    ]  # fmt: skip
+    for refused, error, message in refusals:
+        with pytest.raises(error, match=message):
+            refused()
+        assert not list(root.iterdir()), f"left behind by a refused call raising {error.__name__}"
+    assert calls == []
+    train_trials(exp, [0, 1], results_root=root, data=synthetic)  # a valid call trains into the same root
+    assert calls == [2, 6, 6]
+    assert run(exp, synthetic, results_root=root, training=False, progress=False).levels_done == 3
+
+
+def test_levels_a_call_cannot_resume_from_are_refused_before_anything_is_written(synthetic, tmp_path,
+                                                                                    monkeypatch):  # fmt: skip
+    monkeypatch.setattr(portable, "SMALL_MASKS", 0)  # masks kept at the last level only, as for Conv
+    exp = paper_experiment("lenet300", **TWO_TRIALS)
+    trained = run(exp, synthetic, results_root=tmp_path / "trained", progress=False)
+    sync(trained.directory, tmp_path / "portable")
+    (tmp_path / "portable" / trained.directory.name / "level_002.npz").unlink()  # level 1's masks: not kept
+    root = tmp_path / "results"
+    root.mkdir()
+    calls = _counting(monkeypatch)
+    with pytest.raises(NotKeptError, match="ticket masks are not kept"):
+        train_trials(exp, [0, 1], data=synthetic, results_root=root, portable=tmp_path / "portable")
+    assert calls == [] and not list(root.iterdir())
 
 
 def test_a_store_written_before_trials_had_their_own_files_reads_as_before(synthetic, tmp_path, monkeypatch):
