@@ -3,9 +3,9 @@ the paper's claims, each claim with a verdict by one stated rule (`RULE`).
 
 A notebook ends with `params.reading()` (`NotebookParameters.reading`):
 - `notebook_facts` reads the compact tables a reading needs off the stored results of what
-  the notebook draws: per experiment, kind
-  and level the early stop and test accuracy (mean, min, max over the networks); weight
-  travel per layer; the first layer's masks by pixel group; the stability barriers.
+  the notebook draws: per experiment, kind and level the early stop and test accuracy
+  (mean, min, max over the networks); weight travel per layer; the first layer's masks by
+  pixel group; the stability barriers.
 - `save_facts` keeps them beside the figures: `<figures>/readings/<notebook>.json`
   (figures/readings/ for `cpu`, figures/paper/readings/ for `paper`).
 - `render` writes the Reading from the facts alone.
@@ -572,10 +572,12 @@ def _short_runs_text(f: Facts, networks: list[str], drawing: str) -> str:
         f"iterations, {f.experiment(n, drawing)['trials']} trial{'s' if f.experiment(n, drawing)['trials'] != 1 else ''}"
         for n in short
     ]
+    single = any(f.experiment(n, drawing)["trials"] == 1 for n in short)
     return (
         f"The runs are shorter than the paper's ({'; '.join(parts)}), so networks still improving at the end stop "
-        "early at their last iteration, and single trials carry a point or two of noise. The `paper` scale runs "
-        "the full protocol."
+        "early at their last iteration"
+        + (", and a single trial shows nothing of the noise between trials" if single else "")
+        + ". The `paper` scale runs the full protocol."
     )
 
 

@@ -118,3 +118,32 @@ def test_the_verdict_rule_over_levels():
     assert readings.holds(3, 5) == "close"
     assert readings.holds(2, 4) == "not"
     assert readings.holds(0, 0) == readings.NOT_COVERED
+
+
+def test_the_facts_are_of_the_experiments_the_notebooks_draw_today():
+    """Each committed facts file describes the experiments its notebook draws at its scale
+    now: a change to a scale's protocol without a new run fails here."""
+    for scale in readings.FACTS_DIRS:
+        for path in sorted((PROJECT / readings.FACTS_DIRS[scale]).glob("*.json")):
+            found = json.loads(path.read_text())
+            networks = ",".join(dict.fromkeys(e["network"] for e in found["experiments"]))
+            drawn = NotebookParameters.of({"scale": scale, "networks": networks}, path.stem).experiments()
+            for e in found["experiments"]:
+                exp = drawn[e["network"]][e["drawing"]]
+                described = (
+                    exp.training.iterations,
+                    exp.pruning.rounds,
+                    exp.trials,
+                    exp.training.eval_examples,
+                )
+                assert (e["iterations"], e["rounds"], e["trials"], e["eval_examples"]) == described, (path, e)
+
+
+def test_kept_notebooks_link_figures_that_exist():
+    for folder in KEPT.values():
+        for path in sorted(folder.glob("*.ipynb")):
+            text = path.read_text()
+            links = re.findall(r"\]\(\.\./([^)]+\.png)\)", text)
+            assert links, f"{path} links no figure"
+            assert all((folder.parent / link).exists() for link in links), path
+            assert '"image/png"' not in text, f"{path} embeds an image"
