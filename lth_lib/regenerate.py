@@ -53,8 +53,7 @@ from lth_lib.paths import PROJECT
 from lth_lib.protocol import SCALES, Experiment, check_scale, default_scale
 from lth_lib.train import default_device, device_name
 
-PROJECT_DIR = PROJECT or Path.cwd()
-NOTEBOOK_DIR = PROJECT_DIR / "notebooks"
+NOTEBOOK_DIR = (PROJECT or Path.cwd()) / "notebooks"
 
 
 @dataclass
@@ -91,12 +90,19 @@ def run_name(scale: str, parameters: dict) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", "-".join(parts))
 
 
+def committed_figures_dir(scale: str) -> Path | None:
+    """Where `scale`'s figures are committed (figures/, figures/paper/); None for a scale
+    whose figures are not."""
+    return NOTEBOOK_DIR.parent / COMMITTED_FIGURES[scale] if scale in COMMITTED_FIGURES else None
+
+
 def default_figures_dir(names: list[str], scale: str, parameters: dict, out_dir: Path) -> Path:
-    """The committed figures' folder (figures/, figures/paper/) for a full regeneration at
+    """The committed figures' folder (`committed_figures_dir`) for a full regeneration at
     a committed scale with no overrides; out_dir/figures for any other run, so it never
     replaces those."""
-    if set(names) == set(notebook_names()) and scale in COMMITTED_FIGURES and not parameters:
-        return NOTEBOOK_DIR.parent / COMMITTED_FIGURES[scale]
+    committed = committed_figures_dir(scale)
+    if set(names) == set(notebook_names()) and committed is not None and not parameters:
+        return committed
     return out_dir / "figures"
 
 
@@ -540,12 +546,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"figures go to {figures_dir}, executed notebooks to {out_dir}", flush=True)
     outcomes = jobs + regenerate(names, scale, per_notebook, out_dir, figures_dir)
     code = summarise(outcomes, scale, out_dir, figures_dir, trained=stored_files(parameters) != before)
-    drawn = {o.notebook for o in outcomes if o.error is None}
-    if (
-        code == 0
-        and set(names) <= drawn
-        and figures_dir == (PROJECT_DIR / COMMITTED_FIGURES.get(scale, "-")).resolve()
-    ):
+    drawn, committed = {o.notebook for o in outcomes if o.error is None}, committed_figures_dir(scale)
+    if code == 0 and set(names) <= drawn and committed is not None and figures_dir == committed.resolve():
         from lth_lib.readings import refresh_readme
 
         refresh_readme()

@@ -14,11 +14,11 @@ import pytest
 from cogapp import Cog
 
 from lth_lib import readings
-from lth_lib.notebook import NOTEBOOKS, NotebookParameters
+from lth_lib.notebook import COMMITTED_FIGURES, NOTEBOOKS, NotebookParameters
 from lth_lib.paths import PROJECT
 from lth_lib.regenerate import drawable
 
-KEPT = {"paper": PROJECT / "figures" / "paper" / "notebooks", "cpu": PROJECT / "figures" / "notebooks"}
+KEPT = {scale: PROJECT / folder / "notebooks" for scale, folder in COMMITTED_FIGURES.items()}
 
 
 def reading_output(path: Path) -> str:
