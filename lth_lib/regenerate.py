@@ -40,6 +40,7 @@ import json
 import os
 import platform
 import re
+import signal
 import sys
 import time
 from dataclasses import dataclass
@@ -338,10 +339,23 @@ def _value(text: str):
     return text
 
 
+class Stopped(KeyboardInterrupt):
+    """The command was told to stop: Ctrl-C (SIGINT) or SIGTERM, as `signum`."""
+
+    def __init__(self, signum: int = signal.SIGINT):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _stop(signum: int, frame) -> None:
+    raise Stopped(signum)
+
+
 def train_on_cluster(names: list[str], scale: str, parameters: dict[str, dict], options, no_wait: bool,
                      collect_from: Path | None) -> int | None:  # fmt: skip
     """Train what `names` draw as `options`' jobs, or wait for the jobs recorded in
-    `collect_from`; an exit code to stop with, or None once every job has finished."""
+    `collect_from`; an exit code to stop with, or None once every job has finished.
+    Stopped (Ctrl-C, SIGTERM) while it waits, it cancels the jobs it submitted."""
     from lth_lib import cluster
     from lth_lib.data import DATA_ENV
     from lth_lib.paths import env_path
@@ -354,12 +368,18 @@ def train_on_cluster(names: list[str], scale: str, parameters: dict[str, dict], 
     else:
         params = {name: NotebookParameters.of({"scale": scale, **parameters[name]}, name) for name in names}
         experiments = [e for name in names for e in drawn_experiments(params[name])]
-        work = cluster.units(experiments, options.device)
+        work = cluster.units(experiments, options.device, options.split_trials)
         first = params[names[0]]
         data = first.data_root or (str(env_path(DATA_ENV)) if env_path(DATA_ENV) else None)
         results = str(results_root(first.results_root).resolve())
         committed = committed_store(scale)  # as NotebookParameters.run draws
-        jobs = cluster.submit(work, options, data, results, str(committed) if committed is not None else None)
+        try:
+            jobs = cluster.submit(
+                work, options, data, results, str(committed) if committed is not None else None
+            )
+        except ValueError as refused:
+            print(f"nothing submitted: {refused}", file=sys.stderr)
+            return 2
         print(f"{len(work)} trial groups of {len({u.experiment.identity() for u in work})} experiments as "
               f"{len(jobs)} {options.executor} jobs ({options.threads} thread{'s' if options.threads > 1 else ''} "
               f"each{f', {options.gpus_per_job} GPU' if options.gpus_per_job else ''}), into {results}; "
@@ -372,7 +392,21 @@ def train_on_cluster(names: list[str], scale: str, parameters: dict[str, dict], 
                 f"python -m lth_lib.regenerate --collect {options.folder} (with this command's other options)"
             )
             return 0
-    failures = cluster.wait(jobs)
+    try:
+        failures = cluster.wait(jobs)
+    except Stopped as stop:
+        if collect_from is not None:
+            print(f"stopped waiting; the jobs run on (scancel {' '.join(j.job_id for j in jobs)} ends them)",
+                  file=sys.stderr)  # fmt: skip
+        else:
+            print(f"stopped ({stop}): cancelling the {len(jobs)} jobs", file=sys.stderr, flush=True)
+            for line in cluster.cancel(jobs):
+                print(f"  {line}", file=sys.stderr)
+            print(
+                "every level the jobs finished is stored: run the same command again to resume",
+                file=sys.stderr,
+            )
+        return 128 + stop.signum
     for failure in failures:
         print(failure, file=sys.stderr)
     if failures:
@@ -433,7 +467,15 @@ def parser() -> argparse.ArgumentParser:
     )
     cluster.add_argument("--jobs", type=int, help="how many jobs the trials are dealt to (default 2)")
     cluster.add_argument("--partition", help="SLURM partition (default: the cluster's)")
-    cluster.add_argument("--gpus-per-job", type=int, help="SLURM GPUs per job (default 0: CPUs)")
+    cluster.add_argument(
+        "--gpus-per-job", type=int, help="GPUs per job (default 0: CPUs); local jobs each see their own"
+    )
+    cluster.add_argument(
+        "--split-trials",
+        action="store_true",
+        help="one trial per job unit, so that one experiment's trials spread over several jobs "
+        "(on a GPU a whole experiment is otherwise one unit; numbers differ in the last bits)",
+    )
     cluster.add_argument(
         "--cpus-per-job",
         type=int,
@@ -465,10 +507,13 @@ def cluster_options(args: argparse.Namespace) -> Options | None:
         for name in ("jobs", "partition", "gpus_per_job", "cpus_per_job", "time_min")
     }
     given = {name: value for name, value in given.items() if value is not None}
+    if args.split_trials:
+        given["split_trials"] = True
     if args.executor is None:
         if given or args.no_wait:
             raise ValueError(
-                "--jobs, --partition, --gpus-per-job, --cpus-per-job, --time and --no-wait need --executor"
+                "--jobs, --partition, --gpus-per-job, --cpus-per-job, --time, --split-trials and --no-wait "
+                "need --executor"
             )
         return None
     if args.collect is not None:
@@ -499,6 +544,20 @@ def drawing_only(names: list[str], scale: str, per_notebook: dict[str, dict]) ->
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The command line. Ctrl-C or SIGTERM stops it (`Stopped`; jobs it submitted are
+    cancelled) with exit code 128 + the signal's number."""
+    previous = {signum: signal.signal(signum, _stop) for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        return _main(argv)
+    except Stopped as stop:
+        print(f"stopped ({stop})", file=sys.stderr)
+        return 128 + stop.signum
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _main(argv: list[str] | None) -> int:
     command = parser()
     args = command.parse_args(argv)
     if args.refresh:

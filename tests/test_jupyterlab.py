@@ -32,6 +32,7 @@ from pathlib import Path
 
 import matplotlib.image
 import pytest
+from helpers import unavailable
 
 PROJECT = Path(__file__).resolve().parents[1]
 NOTEBOOK = "notebooks/tickets.ipynb"  # relative to the server's root, the project
@@ -79,20 +80,13 @@ NOTEBOOK_STATE_JS = """(path) => {
 }"""
 
 
-def _unavailable(reason: str) -> None:
-    """Skip for `reason`; fail instead under CI=true, so CI cannot pass without this test."""
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"{reason} (CI=true: not skipped)")
-    pytest.skip(reason)
-
-
 def _require_tools() -> None:
     """Skip (or fail under CI) where Chromium, Playwright, JupyterLab or its widgets are missing."""
     if CHROMIUM is None:
-        _unavailable("no Chromium: apt-get install chromium")
+        unavailable("no Chromium: apt-get install chromium")
     for module in ("playwright", "jupyterlab", "jupyterlab_widgets", "ipywidgets"):
         if importlib.util.find_spec(module) is None:
-            _unavailable(f"{module} is not installed: pip install -e '.[test]'")
+            unavailable(f"{module} is not installed: pip install -e '.[test]'")
 
 
 # --- JupyterLab -------------------------------------------------------------------------------
