@@ -266,10 +266,11 @@ def submit(work: list[Unit], options: Options, data_root: str | None, results_ro
             )
             jobs.append(job)
     except BaseException as error:  # a refusal, or Ctrl-C between two submissions: none is left running
+        from submitit.core.utils import FailedJobError  # what sbatch's refusal raises
+
         cancel(jobs)
-        refused = type(error).__name__ == "FailedJobError"  # sbatch's refusal (submitit.core.utils)
-        if refused:
-            raise ValueError(f"SLURM refused the jobs: {_reason(error)}") from None
+        if isinstance(error, FailedJobError):
+            raise ValueError(f"SLURM refused the jobs: {_reason(error)}") from None  # noqa: TRY004
         raise
     record = {"executor": options.executor, "jobs": [
         {"job_id": job.job_id, "units": [str(u) for u in units]} for job, units in zip(jobs, dealt)

@@ -24,7 +24,11 @@ scale only re-plots.
 With `--executor`, the experiments the notebooks draw are first trained as jobs, each a
 share of their trial groups (`lth_lib.cluster`), into the results store; the notebooks
 then draw from it. `--no-wait` (SLURM) returns once the jobs are submitted; `--collect
-FOLDER` later waits for them and draws.
+FOLDER` later waits for them and draws. A request the jobs could not carry out (a
+partition or time limit the cluster refuses, a results root this machine cannot write)
+stops with exit code 2 before any job is submitted. Ctrl-C or SIGTERM stops the command
+with exit code 128 + the signal, after cancelling the jobs it submitted; every level they
+finished stays stored, and the same command resumes.
 
 `--refresh` re-executes the committed notebooks in place at `smoke` scale (the reference
 outputs nbval compares against) in a fresh results store, and strips what changes from

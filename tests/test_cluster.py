@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from lth_lib.cluster import Options, Unit, collect, deal, slurm_parameters, submit, units, wait
+from lth_lib.cluster import Options, Unit, collect, deal, local_gpus, slurm_parameters, submit, units, wait
 from lth_lib.lottery import run
 from lth_lib.protocol import paper_experiment, scaled_experiment
 
@@ -130,7 +130,7 @@ def test_slurm_options_become_sbatch_lines(tmp_path):
     [
         ({"executor": "pbs"}, "unknown executor 'pbs'"),
         ({"jobs": 0}, "jobs must be at least 1"),
-        ({"executor": "local", "gpus_per_job": 1}, "SLURM options"),
+        ({"executor": "local", "partition": "gpu"}, "a partition is a SLURM option"),
     ],
 )
 def test_bad_options_are_refused(given, message):
@@ -143,3 +143,48 @@ def test_only_slurm_jobs_are_collected_later(tmp_path):
     (tmp_path / "jobs" / "jobs.json").write_text(json.dumps({"executor": "local", "jobs": []}))
     with pytest.raises(ValueError, match="only SLURM jobs outlive"):
         collect(tmp_path / "jobs")
+
+
+def test_split_trials_spread_one_experiments_trials_over_units():
+    exp = scaled_experiment("lenet300", "paper", controls=("reinit", "random_prune"))
+    assert [u.trials for u in units([exp], "cuda")] == [(0, 1, 2, 3, 4)]  # a whole paper level in one stack
+    split = units([exp], "cuda", split_trials=True)
+    assert [u.trials for u in split] == [(t,) for t in range(5)]
+    assert {u.max_members for u in split} == {7}  # one ticket and its 6 controls at a time
+    assert [u.trials for u in units([exp], "cpu", split_trials=True)] == [(t,) for t in range(5)]
+
+
+def test_local_jobs_each_see_their_own_gpus(tmp_path, monkeypatch):
+    options = Options("local", jobs=2, gpus_per_job=2, folder=tmp_path / "jobs", time_min=5)
+    assert local_gpus(options, 2, 4) == [(0, 1), (2, 3)]
+    with pytest.raises(ValueError, match="2 local jobs of 2 GPUs need 4 GPUs; this machine has 3"):
+        local_gpus(options, 2, 3)
+    # each job says which devices it sees before it trains (here without a GPU it then fails)
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    exp = paper_experiment("lenet300", **TINY)
+    jobs = submit([Unit(exp, (0,), 3), Unit(exp, (1,), 3)], Options("local", jobs=2, gpus_per_job=1,
+                  folder=tmp_path / "jobs", time_min=5), str(tmp_path / "no-data"), str(tmp_path / "s"))  # fmt: skip
+    wait(jobs)
+    assert [next(line for line in job.stdout().splitlines() if line.startswith("on ")) for job in jobs] == [
+        f"on cuda (CUDA_VISIBLE_DEVICES={gpu}), {torch.get_num_threads()} thread"
+        + ("s" if torch.get_num_threads() > 1 else "")
+        for gpu in (0, 1)
+    ]
+
+
+def test_slurm_job_states_come_from_squeue_and_a_job_it_no_longer_lists_has_ended():
+    from lth_lib.slurm import QueueWatcher, _minutes
+
+    watcher = QueueWatcher(delay_s=10)
+    for job_id in ("5", "6", "7", "8"):
+        watcher.register_job(job_id)
+    assert watcher._make_command() == ["squeue", "--me", "--noheader", "--states=all", "--format=%i|%T|%N"]
+    watcher._info_dict.update(watcher.read_info(b"5|RUNNING|vm\n6|CANCELLED|vm\n8|REQUEUED|\n"))
+    states = {job_id: watcher.get_state(job_id, mode="cache") for job_id in ("5", "6", "7", "8")}
+    assert states == {"5": "RUNNING", "6": "CANCELLED", "7": "ENDED", "8": "REQUEUED"}
+    assert [watcher.is_done(j, mode="cache") for j in ("5", "6", "7", "8")] == [False, True, True, False]
+    # sinfo's time limits, in minutes
+    limits = ["infinite", "5:00", "30", "2:00:00", "1-00:00:00", "1-12:30:59"]
+    assert [_minutes(limit) for limit in limits] == [None, 5, 30, 120, 1440, 2190]

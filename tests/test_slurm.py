@@ -1,11 +1,11 @@
 """`regenerate --executor slurm` against a real SLURM cluster (`scripts/slurm-local start`,
 which .ci/run starts): the serial run's figures, two commands at once over one store with
 --no-wait and --collect, a job past its time limit and a pre-empted one requeued, scancel,
-a stopped command (and the local executor's), and requests refused before anything is
-submitted.
+a stopped command, and requests refused before anything is submitted; and a stopped run
+of local jobs, which needs no cluster.
 
-The tests run where `sinfo` reaches a cluster: SLURM_CONF's, else the one scripts/slurm-local
-starts. Elsewhere they are skipped, and under CI=true they fail.
+The SLURM tests run where `sinfo` reaches a cluster: SLURM_CONF's, else the one
+scripts/slurm-local starts. Elsewhere they are skipped, and under CI=true they fail.
 """
 
 from __future__ import annotations
@@ -29,9 +29,17 @@ from lth_lib.regenerate import drawn_experiments
 submitit = pytest.importorskip("submitit")
 PROJECT = Path(__file__).resolve().parents[1]
 SLURM_LOCAL = PROJECT / "scripts" / "slurm-local"
-# a lenet_mnist run at smoke scale that trains long enough (about 3 s a level on one core)
-# to be stopped mid-way: its 5 levels are stored one by one
-LONGER = ("lenet_mnist", "-p", "iterations", "1000", "-p", "eval_every", "250", "-p", "rounds", "4")
+# lenet_mnist at smoke scale, trained long enough (about 2 s a level on one core) to be
+# stopped mid-way: its levels are stored one by one
+LONGER = {"iterations": 600, "eval_every": 200}
+
+
+def _longer(rounds: int) -> tuple[str, ...]:
+    """The regenerate arguments of LONGER with `rounds` rounds (rounds + 1 levels)."""
+    return (
+        "lenet_mnist",
+        *(word for k, v in {**LONGER, "rounds": rounds}.items() for word in ("-p", k, str(v))),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -164,14 +172,14 @@ def test_slurm_jobs_draw_the_serial_runs_figures(slurm, local_data, serial, tmp_
 
 def test_two_commands_at_once_one_collected_later_share_one_store(slurm, local_data, tmp_path):
     env = _env(slurm, local_data, tmp_path / "results")
-    later = _start(tmp_path / "later", env, *LONGER, "--executor", "slurm", "--jobs", "1", "--no-wait")
-    now = _start(tmp_path / "now", env, *LONGER, "--executor", "slurm", "--jobs", "1")
+    later = _start(tmp_path / "later", env, *_longer(4), "--executor", "slurm", "--jobs", "1", "--no-wait")
+    now = _start(tmp_path / "now", env, *_longer(4), "--executor", "slurm", "--jobs", "1")
     submitted = later.communicate(timeout=120)
     assert later.returncode == 0 and "submitted; to wait for them" in submitted[0], _said(submitted)
     waited = now.communicate(timeout=300)
     assert now.returncode == 0, _said(waited)
     collected = _regenerate(
-        tmp_path / "later", env, *LONGER, "--collect", str(tmp_path / "later" / "out" / "jobs")
+        tmp_path / "later", env, *_longer(4), "--collect", str(tmp_path / "later" / "out" / "jobs")
     )
     assert collected.returncode == 0, _said(collected)
     assert "waiting for the 1 jobs recorded in" in collected.stdout
@@ -181,8 +189,7 @@ def test_two_commands_at_once_one_collected_later_share_one_store(slurm, local_d
         log for log in logs if "is training it" in log
     ]  # the store's lock: one job waited for the other
     assert len(logs) == 2 and len(waited) >= 1, logs
-    longer = {"scale": "smoke", "iterations": 1000, "eval_every": 250, "rounds": 4}
-    [exp] = drawn_experiments(NotebookParameters.of(longer, "lenet_mnist"))
+    [exp] = drawn_experiments(NotebookParameters.of({"scale": "smoke", **LONGER, "rounds": 4}, "lenet_mnist"))
     stored = run(exp, data_root=local_data, results_root=tmp_path / "results", progress=False, training=False)
     assert {r.level for r in stored.records} == set(range(5))  # every level, read back with its checksum
 
@@ -225,56 +232,60 @@ def test_a_job_past_its_time_limit_or_preempted_is_requeued_and_resumes(in_clust
     assert resumed.records == uninterrupted.records
 
 
-def test_a_cancelled_job_is_reported_with_its_log_and_a_rerun_resumes(slurm, local_data, tmp_path):
-    env = _env(slurm, local_data, tmp_path / "results")
-    command = _start(tmp_path, env, *LONGER, "--executor", "slurm", "--jobs", "1")
-    _wait_for(lambda: len(_levels(tmp_path / "results")) >= 2, "two stored levels", process=command)
-    [job_id] = _job_ids(tmp_path)
-    subprocess.run(["scancel", job_id], env=env, check=True)
-    said = command.communicate(timeout=120)
-    assert command.returncode == 1, _said(said)
-    log = tmp_path / "out" / "jobs" / f"{job_id}_0_log.err"
-    assert f"job {job_id} failed" in said[1] and "CANCELLED" in said[1] and f"its log: {log}" in said[1], (
-        _said(said)
-    )
-    assert log.is_file() and "run the same command again to resume" in said[1]
-    kept = _levels(tmp_path / "results")
-    again = _regenerate(tmp_path, env, *LONGER, "--executor", "slurm", "--jobs", "1")
-    assert again.returncode == 0, _said(again)
-    after = _levels(tmp_path / "results")
-    assert {name: after[name] for name in kept} == kept and len(after) == 5  # resumed, nothing retrained
-
-
-@pytest.mark.parametrize(
-    ("executor", "signum"),
-    [
-        pytest.param("local", signal.SIGTERM, id="local-SIGTERM"),
-        pytest.param("slurm", signal.SIGINT, id="slurm-SIGINT"),
-    ],
-)
-def test_stopping_the_command_cancels_its_jobs_and_a_rerun_resumes(
-    executor, signum, local_data, tmp_path, request
-):
-    env = request.getfixturevalue("slurm") if executor == "slurm" else dict(os.environ)
-    env = _env(env, local_data, tmp_path / "results")
-    command = _start(tmp_path, env, *LONGER, "--executor", executor, "--jobs", "1")
-    _wait_for(lambda: len(_levels(tmp_path / "results")) >= 2, "two stored levels", process=command)
+def _stopped(command: subprocess.Popen, folder: Path, signum: int, env: dict) -> tuple[str, str]:
+    """Stop the regenerate `command` with `signum` and check that it cancelled its jobs: what it said."""
     command.send_signal(signum)
     said = command.communicate(timeout=120)
     assert command.returncode == 128 + signum, _said(said)
     assert "cancelling the 1 jobs" in said[1] and "run the same command again to resume" in said[1], _said(
         said
     )
-    assert _job_processes(tmp_path / "out" / "jobs") == []  # no job's process is left on this machine
-    if executor == "slurm":
-        [job_id] = _job_ids(tmp_path)
-        assert "RUNNING" not in _queue(env, [job_id]) and "COMPLETING" not in _queue(env, [job_id])
-    kept = _levels(tmp_path / "results")
-    assert 2 <= len(kept) < 5
-    again = _regenerate(tmp_path, env, *LONGER, "--executor", executor, "--jobs", "1")
+    assert _job_processes(folder / "out" / "jobs") == []  # no job's process is left on this machine
+    return said
+
+
+def test_a_cancelled_job_or_a_stopped_command_keeps_its_levels_and_the_same_command_resumes(slurm, local_data,
+                                                                                            tmp_path):  # fmt: skip
+    env, longer = _env(slurm, local_data, tmp_path / "results"), _longer(9)
+    command = _start(tmp_path, env, *longer, "--executor", "slurm", "--jobs", "1")
+    _wait_for(lambda: len(_levels(tmp_path / "results")) >= 1, "a stored level", process=command)
+    [job_id] = _job_ids(tmp_path)
+    subprocess.run(["scancel", job_id], env=env, check=True)
+    said = command.communicate(timeout=120)
+    assert command.returncode == 1, _said(said)
+    log = tmp_path / "out" / "jobs" / f"{job_id}_0_log.err"
+    assert f"job {job_id} failed (CANCELLED): it ended without a result; its log: {log}" in said[1], _said(
+        said
+    )
+    assert log.is_file() and "run the same command again to resume" in said[1]
+    cancelled = _levels(tmp_path / "results")
+    # the same command again, stopped with Ctrl-C once it has stored one more level
+    command = _start(tmp_path, env, *longer, "--executor", "slurm", "--jobs", "1")
+    _wait_for(lambda: len(_levels(tmp_path / "results")) > len(cancelled), "one more level", process=command)
+    _stopped(command, tmp_path, signal.SIGINT, env)
+    [job_id] = _job_ids(tmp_path)
+    assert _queue(env, [job_id]).split()[1] in ("CANCELLED", "FAILED")  # ended, whichever signal ended it
+    stopped = _levels(tmp_path / "results")
+    assert {name: stopped[name] for name in cancelled} == cancelled and len(stopped) < 10
+    again = _regenerate(tmp_path, env, *longer, "--executor", "slurm", "--jobs", "1")
     assert again.returncode == 0, _said(again)
     after = _levels(tmp_path / "results")
-    assert {name: after[name] for name in kept} == kept and len(after) == 5
+    assert {name: after[name] for name in stopped} == stopped and len(
+        after
+    ) == 10  # resumed, nothing retrained
+
+
+def test_stopping_a_run_of_local_jobs_ends_their_processes_and_the_same_command_resumes(local_data, tmp_path):
+    env, longer = _env(os.environ, local_data, tmp_path / "results"), _longer(4)
+    command = _start(tmp_path, env, *longer, "--executor", "local", "--jobs", "1")
+    _wait_for(lambda: len(_levels(tmp_path / "results")) >= 1, "a stored level", process=command)
+    _stopped(command, tmp_path, signal.SIGTERM, env)
+    stopped = _levels(tmp_path / "results")
+    assert 1 <= len(stopped) < 5
+    again = _regenerate(tmp_path, env, *longer, "--executor", "local", "--jobs", "1")
+    assert again.returncode == 0, _said(again)
+    after = _levels(tmp_path / "results")
+    assert {name: after[name] for name in stopped} == stopped and len(after) == 5
 
 
 @pytest.mark.parametrize(
