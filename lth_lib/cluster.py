@@ -14,10 +14,15 @@ is checkpointed and requeued by submitit (up to 3 times), and resumes from the s
 every finished level is kept. A failed job is reported with its log; running the same
 command again resumes. When the jobs are done, the notebooks run as usual and draw from
 the filled store. Stopping the command (Ctrl-C, SIGTERM) cancels its jobs (`cancel`):
-what they finished stays stored.
+what they finished stays stored. Before anything is submitted, `check` refuses what the
+jobs could not do (a results root this machine cannot write, a partition or time limit
+the cluster does not have).
 
-SLURM jobs are followed with `squeue` (`lth_lib.slurm`), so a cluster without job
-accounting works as well as one with it.
+On a GPU a paper experiment is one unit (one stack of 35 networks); `split_trials` makes
+each trial a unit, so that its trials spread over GPU jobs (stacks of 7 round differently
+in the last bits). Local GPU jobs each see their own devices (`local_gpus`). SLURM jobs
+are followed with `squeue` (`lth_lib.slurm`), so a cluster without job accounting works
+as well as one with it.
 """
 
 from __future__ import annotations
