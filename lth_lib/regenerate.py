@@ -343,6 +343,9 @@ def _value(text: str):
     return text
 
 
+RESUME = "every level the jobs finished is stored: run the same command again to resume"
+
+
 class Stopped(KeyboardInterrupt):
     """The command was told to stop: Ctrl-C (SIGINT) or SIGTERM, as `signum`."""
 
@@ -406,17 +409,12 @@ def train_on_cluster(names: list[str], scale: str, parameters: dict[str, dict], 
             print(f"stopped ({stop}): cancelling the {len(jobs)} jobs", file=sys.stderr, flush=True)
             for line in cluster.cancel(jobs):
                 print(f"  {line}", file=sys.stderr)
-            print(
-                "every level the jobs finished is stored: run the same command again to resume",
-                file=sys.stderr,
-            )
+            print(RESUME, file=sys.stderr)
         return 128 + stop.signum
     for failure in failures:
         print(failure, file=sys.stderr)
     if failures:
-        print(
-            "every level the jobs finished is stored: run the same command again to resume", file=sys.stderr
-        )
+        print(RESUME, file=sys.stderr)
         return 1
     print("every job has finished", flush=True)
     return None

@@ -11,7 +11,6 @@ file, or its absence, says how.
 
 from __future__ import annotations
 
-import re
 import subprocess
 
 import submitit
@@ -89,6 +88,6 @@ def _minutes(limit: str) -> int | None:
     if limit in ("infinite", "UNLIMITED", "n/a"):
         return None
     days, _, clock = limit.rpartition("-")
-    parts = [int(p) for p in re.split(":", clock)]
+    parts = [int(p) for p in clock.split(":")]
     hours, minutes, seconds = ([0] * (3 - len(parts)) + parts) if len(parts) > 1 else (0, parts[0], 0)
     return int(days or 0) * 24 * 60 + hours * 60 + minutes + seconds // 60
