@@ -20,6 +20,7 @@ from lth_lib.notebook import notebook_parameters
 from lth_lib.pictures import layer_remaining, mask_figure, mask_grid_figure, mask_slider
 from lth_lib.plots import (
     controls_figure,
+    deeper_figure,
     paper_figure,
     plot_early_stop_accuracy,
     plot_early_stop_iteration,
@@ -35,6 +36,7 @@ from lth_lib.protocol import (
     NETWORKS,
     Architecture,
     Conv,
+    CustomNetwork,
     Dense,
     Experiment,
     NetworkProtocol,
@@ -43,7 +45,9 @@ from lth_lib.protocol import (
     TrainingHparams,
     default_scale,
     paper_experiment,
+    register_network,
     scaled_experiment,
+    warmup_experiment,
 )
 from lth_lib.pruning import pruning_schedule
 from lth_lib.results import NotKeptError, Record, Results, control_gaps, summary_text, trained_text
@@ -54,6 +58,7 @@ __all__ = [
     "NETWORKS",
     "Architecture",
     "Conv",
+    "CustomNetwork",
     "DataNotFoundError",
     "Dense",
     "Experiment",
@@ -67,6 +72,7 @@ __all__ = [
     "TrainingHparams",
     "control_gaps",
     "controls_figure",
+    "deeper_figure",
     "count_prunable",
     "default_scale",
     "describe",
@@ -80,6 +86,7 @@ __all__ = [
     "paper_experiment",
     "paper_figure",
     "plain_network",
+    "warmup_experiment",
     "plot_early_stop_accuracy",
     "plot_early_stop_iteration",
     "plot_training_curves",
@@ -87,6 +94,7 @@ __all__ = [
     "run",
     "save_figure",
     "scale_caption",
+    "register_network",
     "scaled_experiment",
     "stability",
     "stability_figure",

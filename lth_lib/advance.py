@@ -32,7 +32,7 @@ from pathlib import Path
 import torch
 
 from lth_lib.lottery import run
-from lth_lib.models import glorot_init
+from lth_lib.models import initial_state
 from lth_lib.notebook import NOTEBOOKS, NotebookParameters
 from lth_lib.portable import (
     ExportError,
@@ -44,7 +44,7 @@ from lth_lib.portable import (
     stored_levels,
     training_times,
 )
-from lth_lib.protocol import SCALES, Experiment, architecture, check_scale
+from lth_lib.protocol import SCALES, Experiment, architecture, check_scale, paper_experiment
 from lth_lib.pruning import dense_mask
 from lth_lib.schedule import OutOfTime, default_max_members, job_iterations, level_size, plan, trial_groups
 from lth_lib.store import experiment_dir, located, sync
@@ -86,14 +86,15 @@ def levels_stored(exp: Experiment, store: Path) -> int:
 
 def seconds_per_step(network: str, members: int, device: str, steps: int = 3) -> float:
     """One training step of `members` stacked networks on `device`, taken as `train` takes
-    it (a CUDA graph on a GPU), measured on random data."""
-    shape = architecture(network).input_shape
-    member = Member(glorot_init(network, 0), dense_mask(network), 0)
-    x = torch.rand(members * 60, *shape, device=device)
-    y = torch.randint(0, 10, (members * 60,), device=device)
-    idx = torch.arange(members * 60, device=device).view(members, 60)
+    it (a CUDA graph on a GPU; the paper's batch size, optimizer and augmentation),
+    measured on random data."""
+    shape, hparams = architecture(network).input_shape, paper_experiment(network).training
+    member, batch = Member(initial_state(network, 0), dense_mask(network), 0), hparams.batch_size
+    x = torch.rand(members * batch, *shape, device=device)
+    y = torch.randint(0, 10, (members * batch,), device=device)
+    idx = torch.arange(members * batch, device=device).view(members, batch)
     with float32_kernels():
-        take = TrainStep.build(network, [member] * members, 1e-3, device).feeder(x, y, 60)
+        take = TrainStep.build(network, [member] * members, hparams, device).feeder(x, y, batch)
         take(idx)  # warm-up
         if device != "cpu":
             torch.cuda.synchronize()

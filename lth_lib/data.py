@@ -8,8 +8,9 @@ torchvision's download into ~/.cache/lth/data. A local root may hold
 torchvision's layouts (`MNIST/raw/...`, `cifar-10-batches-py/...`) or, for CIFAR-10,
 an ImageFolder copy `CIFAR-10-images/{train,test}/<class>/*.jpg`.
 
-Pixels are scaled to [0, 1]; no other normalisation and no augmentation (PAPER.md
-names none).
+Pixels are scaled to [0, 1]; no other normalisation. The Section 2-3 networks train
+without augmentation (the paper names none); Section 4's train with `Augment` (random
+4-pixel pads and crops and horizontal flips, Appendix I.3).
 """
 
 from __future__ import annotations
@@ -22,10 +23,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from lth_lib.paths import env_path
 from lth_lib.protocol import VALIDATION_EXAMPLES
-from lth_lib.seeding import generator
+from lth_lib.seeding import generator, hash32
 
 DATA_ENV = "LTH_DATA"
 DEFAULT_ROOT = Path.home() / ".cache" / "lth" / "data"
@@ -241,6 +243,39 @@ def _local_files(base: Path, name: str, packed: Path | None = None) -> dict[str,
     return {
         n: data[end - size : end].tobytes() for n, end, size in zip(names, ends, np.diff(ends, prepend=0))
     }
+
+
+PAD = 4  # pixels of zero padding a random crop takes its 32x32 window from
+
+
+class Augment:
+    """Random crops and horizontal flips of each training batch, drawn on the device from
+    each member's seed, the step and the example's place in the batch by integer hashing
+    (as `models.Dropout`): member k sees what it would see trained alone, reproducibly on
+    any device and inside a CUDA graph. Each image is padded with PAD zero pixels on every
+    side, a window of its own size is taken at a random offset (one of (2 PAD + 1)^2), and
+    it is mirrored left to right with probability 1/2, as torchvision's RandomCrop(32,
+    padding=4) and RandomHorizontalFlip do (on pixels in [0, 1]: the padding is black)."""
+
+    def __init__(self, seeds: list[int], step: torch.Tensor):
+        # a purpose of its own, so that the bits differ from dropout's
+        self.seeds = hash32(hash32(torch.tensor(seeds, dtype=torch.int64, device=step.device)) + 0x41554731)
+        self.step = step
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:  # x: [K, B, C, H, W]
+        members, batch, channels, height, width = x.shape
+        key = hash32(self.seeds ^ self.step.long())
+        bits = hash32(key.view(-1, 1) + torch.arange(batch, device=x.device) * 0x9E3779B9).flatten()
+        span = 2 * PAD + 1
+        top, left, flip = bits % span, (bits >> 8) % span, (bits >> 16) & 1
+        rows = top[:, None] + torch.arange(height, device=x.device)  # [K*B, H] rows of the padded image
+        columns = torch.arange(width, device=x.device)
+        columns = left[:, None] + torch.where(flip[:, None].bool(), width - 1 - columns, columns)
+        padded = F.pad(x.flatten(0, 1), (PAD, PAD, PAD, PAD))
+        examples = torch.arange(len(padded), device=x.device)[:, None, None, None]
+        planes = torch.arange(channels, device=x.device)[None, :, None, None]
+        out = padded[examples, planes, rows[:, None, :, None], columns[:, None, None, :]]
+        return out.view(x.shape)
 
 
 def validation_split(

@@ -1,7 +1,11 @@
 """One network of an experiment as a plain PyTorch module, masks attached, to use or retrain elsewhere.
 
-    ticket = export_ticket(results, level=3, trial=0)   # nn.Sequential, pruned weights held at zero
+    ticket = export_ticket(results, level=3, trial=0)   # plain module, pruned weights held at zero
     plain = export_ticket(results, level=3, finalize=True).state_dict()   # loads into plain_network(...)
+
+The module is `plain_network(network)`: an `nn.Sequential` for the paper's Section 2-3
+networks, the network's own module for a `CustomNetwork` (Section 4's, a user's), its
+buffers (batch normalisation's statistics) included.
 
 What the results store keeps decides what can be exported: every member's mask and its
 weights at the rewind point can be rebuilt (theta_0 from the seeds, theta_k and the masks
@@ -19,7 +23,8 @@ from torch import nn
 from torch.nn.utils import prune
 
 from lth_lib.lottery import Label, level_members
-from lth_lib.models import State, plain_network, weight_shapes
+from lth_lib.models import State, plain_network, weight_names
+from lth_lib.protocol import CustomNetwork, architecture
 from lth_lib.pruning import Mask
 from lth_lib.results import Results
 
@@ -34,7 +39,7 @@ def export_ticket(
     control: int = 0,
     weights: str = "rewind",
     finalize: bool = False,
-) -> nn.Sequential:
+) -> nn.Module:
     """One network of `results` as `plain_network`, its mask attached to each weight with
     `prune.custom_from_mask` (training keeps pruned weights at zero; its state dict holds
     `weight_orig` and `weight_mask`, and loads into another masked export; the module
@@ -49,13 +54,22 @@ def export_ticket(
     values for a wrong request, and `NotKeptError` saying why for what the store does not
     keep."""
     state, mask = _member(results, level, trial, kind, control, weights)
-    network = plain_network(results.experiment.network)
-    layers = [m for m in network if isinstance(m, (nn.Conv2d, nn.Linear))]
+    name = results.experiment.network
+    network, keys = plain_network(name), weight_names(name)
+    if isinstance(architecture(name), CustomNetwork):  # the module's own names
+        network.load_state_dict(state)
+        layers = {layer: network.get_submodule(layer) for layer in keys}
+    else:
+        plain = [m for m in network if isinstance(m, (nn.Conv2d, nn.Linear))]
+        layers = dict(zip(keys, plain))
+        with torch.no_grad():
+            for layer, module in layers.items():
+                module.weight.copy_(state[keys[layer]])
+                module.bias.copy_(state[keys[layer].replace(".weight", ".bias")])
     with torch.no_grad():  # the masked weight that pruning caches on a layer stays a graph leaf
-        for name, layer in zip(weight_shapes(results.experiment.network), layers):
-            layer.weight.copy_(state[f"layers.{name}.weight"] * mask[name])
-            layer.bias.copy_(state[f"layers.{name}.bias"])
-            prune.custom_from_mask(layer, "weight", mask[name])
+        for layer_name, layer in layers.items():
+            layer.weight.mul_(mask[layer_name])
+            prune.custom_from_mask(layer, "weight", mask[layer_name])
             if finalize:
                 prune.remove(layer, "weight")
             else:

@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 
 from lth_lib.data import Dataset, load_dataset
-from lth_lib.models import State, glorot_init
+from lth_lib.models import State, initial_state
 from lth_lib.progress import TrainingBar
 from lth_lib.protocol import Experiment, architecture, rewind_points
 from lth_lib.pruning import Mask, dense_mask, mask_counts, prune_tickets, random_prune, remaining_fraction
@@ -53,7 +53,7 @@ class Label:
 
 
 def _reinit(exp: Experiment, level: int, control: int, mask: Mask, start: State, seed: int) -> Member:
-    return Member(glorot_init(exp.network, derive_seed(seed, f"reinit/level{level}/{control}")), mask, seed)
+    return Member(initial_state(exp.network, derive_seed(seed, f"reinit/level{level}/{control}")), mask, seed)
 
 
 def _random_prune(exp: Experiment, level: int, control: int, mask: Mask, start: State, seed: int) -> Member:
@@ -238,7 +238,7 @@ class _Walk:
     @functools.cached_property
     def theta0(self) -> list[State]:
         """Each trial's initial weights, from its seed."""
-        return [glorot_init(self.exp.network, self.exp.seeds[t]) for t in self.trials]
+        return [initial_state(self.exp.network, self.exp.seeds[t]) for t in self.trials]
 
     @property
     def start(self) -> list[State] | NotKept:

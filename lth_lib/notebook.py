@@ -38,6 +38,7 @@ from lth_lib.protocol import (
     default_scale,
     paper_experiment,
     scaled_experiment,
+    warmup_experiment,
 )
 
 # Scales whose figures are committed, and where: only a full regeneration at one of them,
@@ -53,6 +54,7 @@ class Draws:
 
     networks: tuple[str, ...]  # its networks, unless its `networks` parameter names others
     drawings: tuple[str, ...]  # per network, keys of DRAWINGS, in the order it shows them
+    main_job: bool = True  # run by `python -m lth_lib.regenerate` without names (else only when named)
 
 
 # What each notebook draws, in the order `regenerate` runs them (a later notebook reuses the
@@ -66,6 +68,8 @@ NOTEBOOKS: dict[str, Draws] = {
     "tickets": Draws(("lenet300", "conv2"), ("iterative",)),
     "dropout": Draws(("conv2", "conv4", "conv6"), ("dropout", "no dropout")),
     "rewinding": Draws(("lenet300", "conv2"), ("rewound",)),
+    # Section 4: at `cpu` it needs more than the main job's hour on 2 cores, so it runs when named
+    "deeper": Draws(("resnet20", "vgg19"), ("no warm-up", "warm-up", "late rewinding"), main_job=False),
 }
 # Fields of an experiment that the drawings set, so no parameter may: what each would do
 # instead.
@@ -74,6 +78,7 @@ DRAWN = {
     "controls": "the drawings choose their controls",
     "dropout": "the dropout notebook trains with and without it",
     "rewind_iteration": "use rewind_iterations, the rewinding notebook's list of them",
+    "warmup": "the deeper notebook draws with and without the paper's warm-up",
 }
 
 
@@ -234,6 +239,14 @@ def _rewound(params: NotebookParameters, network: str) -> dict[str, Experiment]:
             for k in ks}  # fmt: skip
 
 
+def _late_rewinding(params: NotebookParameters, network: str) -> dict[str, Experiment]:
+    """Section 4's networks at the original learning rate without warm-up, tickets rewound
+    to the last of the scale's rewind points (10% of training: past the iterations where
+    Frankle et al. 2020 find ResNet-20 and VGG-16 stable), with random reinitialisation."""
+    k = default_rewind_iterations(network, params.scale)[-1]
+    return {"late rewinding": params.experiment(network, rewind_iteration=k, controls=("reinit",))}
+
+
 # What each label a notebook draws is, for one network: its experiments by label.
 DRAWINGS: dict[str, Callable[[NotebookParameters, str], dict[str, Experiment]]] = {
     "iterative": lambda params, network: {"iterative": _iterative(params, network)},
@@ -248,6 +261,13 @@ DRAWINGS: dict[str, Callable[[NotebookParameters, str], dict[str, Experiment]]] 
     # tickets rewound to each iteration k of `rewind_iterations` (else the scale's), tickets
     # only beyond k = 0
     "rewound": _rewound,
+    # Section 4: the original learning rate without warm-up, and the rate warm-up lets tickets
+    # train at (`protocol.warmup_experiment`), each beside random reinitialisation
+    "no warm-up": lambda params, network: {"no warm-up": params.experiment(network, controls=("reinit",))},
+    "warm-up": lambda params, network: {
+        "warm-up": warmup_experiment(network, params.scale, controls=("reinit",), **params._protocol_for(network))
+    },
+    "late rewinding": _late_rewinding,
 }
 
 _OWN = {f.name for f in dataclasses.fields(NotebookParameters)} - {"notebook", "protocol"}

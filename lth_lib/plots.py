@@ -73,6 +73,10 @@ def scale_caption(
     ]
     if exp.training.dropout:
         parts.append(f"dropout {exp.training.dropout:g}")
+    if exp.training.optimizer != "adam":
+        parts.append(f"{exp.training.optimizer} lr {exp.training.lr:g}")
+    if exp.training.warmup:
+        parts.append(f"warm-up {exp.training.warmup:,}")
     if exp.pruning.rewind_iteration:
         parts.append(f"rewind to {exp.pruning.rewind_iteration:,}")
     if exp.data_copy:
@@ -349,6 +353,36 @@ def strategy_figure(results: Mapping[str, Results], scale: str | None = None) ->
         fig, dataclasses.replace(first, controls=()), scale, strategy=" vs ".join(results), levels_done=done
     )
     return fig
+
+
+def deeper_figure(results: Mapping[str, Results], scale: str | None = None) -> Figure:
+    """Section 4's figure for one network: per training (e.g. {"no warm-up": ...,
+    "warm-up": ..., "late rewinding": ...}, each in its own colour) winning tickets and
+    their random reinitialisations (dashed), test accuracy at the end of training and at
+    early stop against weights remaining. The caption names each training's learning
+    rate, warm-up and rewind iteration."""
+    fig, (final, early) = plt.subplots(1, 2, figsize=(12, 5.2))
+    for i, (name, result) in enumerate(results.items()):
+        colors = {kind: f"C{i}" for kind in ("ticket", *result.experiment.controls)}
+        plot_early_stop_accuracy(result, ax=final, label=name, metric="final_test_acc", colors=colors)
+        plot_early_stop_accuracy(result, ax=early, label=name, colors=colors)
+    trainings = " vs ".join(f"{name} ({training_text(r.experiment)})" for name, r in results.items())
+    first = next(iter(results.values())).experiment
+    done = min(r.levels_done for r in results.values())
+    stamp(fig, dataclasses.replace(first, pruning=dataclasses.replace(first.pruning, rewind_iteration=0)), scale,
+          strategy=f"{STRATEGY_NAMES[first.pruning.strategy]}: {trainings}", levels_done=done)  # fmt: skip
+    return fig
+
+
+def training_text(exp: Experiment) -> str:
+    """A training's learning rate, warm-up and rewind iteration in a few words, e.g.
+    "lr 0.03, warm-up 20,000" or "lr 0.1, k = 3,000"."""
+    parts = [f"lr {exp.training.lr:g}"]
+    if exp.training.warmup:
+        parts.append(f"warm-up {exp.training.warmup:,}")
+    if exp.pruning.rewind_iteration:
+        parts.append(f"k = {exp.pruning.rewind_iteration:,}")
+    return ", ".join(parts)
 
 
 def controls_figure(results: Results, scale: str | None = None) -> Figure:

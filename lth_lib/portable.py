@@ -17,7 +17,7 @@ store keeps, only these:
   figures draw them);
 - the trained dense weights (level 0) and rewind weights, when they are small (LeNet:
   weight travel and one-shot pruning read them).
-Initial weights are never kept: `glorot_init` re-derives them from the seeds. What a level
+Initial weights are never kept: `models.initial_state` re-derives them from the seeds. What a level
 file does not keep reads back as `NotKept` (`lth_lib.results`), which says why when used.
 The level store (`lth_lib.store`) reads this store before the results store.
 
@@ -222,7 +222,7 @@ def _weights(arrays, name: str, level: int) -> list | NotKept | None:
     if not keys:
         return NOT_KEPT[name] if level == 0 else None
     trials = len(arrays[keys[0]])
-    return [{k.split(".", 1)[1]: torch.from_numpy(arrays[k][t].copy()) for k in keys} for t in range(trials)]
+    return [{k.split(".", 1)[1]: torch.from_numpy(np.array(arrays[k][t])) for k in keys} for t in range(trials)]
 
 
 def experiment_of(directory: Path) -> Experiment:

@@ -27,10 +27,13 @@ import dataclasses
 import hashlib
 import json
 import os
-from collections.abc import Mapping
+import importlib
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 STRATEGIES = ("iterative", "oneshot")
+OPTIMIZERS = ("adam", "sgd")
+LR_DROP = 0.1  # the factor of each learning-rate drop (`TrainingHparams.lr_drops`)
 SCOPES = ("layer", "global")
 CONTROLS = ("reinit", "random_prune")  # the paper's controls, trained beside iterative tickets
 
@@ -55,6 +58,11 @@ DROPOUT_ITERATIONS = 3  # times the iterations without dropout
 REWIND_FRACTIONS = (0.0, 0.02, 0.1)
 INTERPOLATION_POINTS = 30
 STABLE_BELOW = 0.02
+
+
+def _choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ValueError(f"unknown {name} {value!r}; choose one of: {', '.join(allowed)}")
 
 
 @dataclass(frozen=True)
@@ -127,13 +135,76 @@ class Architecture:
         return any(isinstance(layer, Conv) for layer in self.layers)
 
 
+@dataclass(frozen=True)
+class CustomNetwork:
+    """A network given as a PyTorch module rather than a list of layers: the paper's
+    Section 4 networks (`lth_lib.deeper`) and a user's own.
+
+    `build()` makes one network: an `nn.Module` taking a batch [B, *input_shape] and
+    returning logits [B, classes]; a "module:function" string names it for import. Its
+    prunable layers are its `nn.Conv*` and `nn.Linear` modules, named by their paths in
+    the module (`features.0`, `fc`); biases, batch normalisation and buffers are never
+    pruned. The last `nn.Linear` is the output layer.
+
+    `init`: "glorot", the paper's Gaussian Glorot weights and zero biases (other
+    parameters and buffers as `build` makes them); "module", the module's own
+    initialisation, drawn with torch's generator seeded from the trial's seed."""
+
+    dataset: str  # "mnist" or "cifar10"
+    input_shape: tuple[int, ...]  # (channels, height, width), or (features,)
+    build: Callable[[], object] | str
+    init: str = "glorot"
+
+    def __post_init__(self) -> None:
+        _choice("init", self.init, INITS)
+
+    def make(self):
+        """One freshly built module (`build()`)."""
+        build = self.build
+        if isinstance(build, str):
+            module, _, name = build.partition(":")
+            build = getattr(importlib.import_module(module), name)
+        return build()
+
+    @property
+    def convolutional(self) -> bool:
+        """Whether the network has convolutions."""
+        return "conv" in _layer_kinds(self).values()
+
+    @property
+    def weight_layers(self) -> list[str]:
+        """The names of the layers with prunable weights, in order."""
+        return list(_layer_kinds(self))
+
+    def fingerprint(self) -> str:
+        """A hash of the module's structure (its printout, parameter and buffer shapes) and
+        init: part of an experiment's identity, so a changed module is never served
+        another's stored results."""
+        from lth_lib.models import module_fingerprint
+
+        return module_fingerprint(self)
+
+
+INITS = ("glorot", "module")
+
+
+def _layer_kinds(network: Architecture | CustomNetwork) -> dict[str, str]:
+    """Each prunable layer's kind, "conv" or "fc", by name, in order."""
+    if isinstance(network, Architecture):
+        return {name: "conv" if isinstance(layer, Conv) else "fc" for name, layer in network.named_layers.items()
+                if not isinstance(layer, Pool)}  # fmt: skip
+    from lth_lib.models import layer_kinds
+
+    return layer_kinds(network)
+
+
 @dataclass(frozen=True, kw_only=True)
 class NetworkProtocol:
     """One network as the paper trains and prunes it, and what each scale cuts down."""
 
-    architecture: Architecture
+    architecture: Architecture | CustomNetwork
     iterations: int  # training iterations per round (the paper: 50K LeNet, 20K/25K/30K Conv-2/4/6)
-    lr: float  # Adam's learning rate (constant)
+    lr: float  # the learning rate (Adam's, constant, for the paper's Section 2-3 networks)
     conv_rate: float = 0.0  # fraction of the remaining conv weights pruned per round (0: no conv layers)
     fc_rate: float = 0.2  # same, fully connected layers; the output layer at `output_rate(fc_rate)`
     dropout_lr: float | None = None  # the learning rate with dropout (None: not in the dropout figure)
@@ -143,6 +214,15 @@ class NetworkProtocol:
     rounds: int = 20  # pruning rounds (LeNet: 20 rounds keep 1.2% of the weights)
     trials: int = 5  # winning tickets per level, each from its own seed
     control_trials: int = 3  # random reinitialisations (and random prunings) per ticket
+    # Section 4's training and pruning (`TrainingHparams`, `PruningHparams`); the defaults are
+    # the Section 2-3 protocol's
+    optimizer: str = "adam"
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+    lr_drops: tuple[int, ...] = ()
+    augment: bool = False
+    unpruned: tuple[str, ...] = ()
+    warmup: tuple[float, int] | None = None  # the learning rate that warm-up makes work, and its iterations
     # Per scale other than `paper`: what differs from the above (any field of an Experiment
     # and its parts, as `paper_experiment` takes them).
     scales: Mapping[str, Mapping[str, object]] = field(default_factory=dict)
@@ -154,6 +234,7 @@ def output_rate(fc_rate: float) -> float:
 
 
 SCALES = ("smoke", "cpu", "paper")
+DATASETS = ("mnist", "cifar10")
 SCALE_ENV = "LTH_SCALE"
 _CIFAR = {"dataset": "cifar10", "input_shape": (3, 32, 32)}
 _CONV_FC = (Dense(256), Dense(256), Dense(10))
@@ -165,6 +246,7 @@ _CONV_SMOKE = {
     "trials": 1,
     "control_trials": 1,
 }
+_DEEP_SMOKE = {"iterations": 2, "eval_every": 1, "eval_examples": 40, "rounds": 1, "trials": 1, "control_trials": 1}
 NETWORKS: dict[str, NetworkProtocol] = {
     "lenet300": NetworkProtocol(
         architecture=Architecture(dataset="mnist", input_shape=(784,), layers=(Dense(300), Dense(100), Dense(10))),
@@ -201,7 +283,53 @@ NETWORKS: dict[str, NetworkProtocol] = {
             "cpu": {"iterations": 200, "eval_every": 50, "eval_examples": 500, "rounds": 1, "trials": 1, "control_trials": 1},
         },
     ),
+    # Section 4 (Figure 2 table, Section 4 and Appendix I of arXiv 1803.03635v5; lth_lib.deeper has
+    # the architectures). SGD with momentum 0.9 and weight decay 1e-4 (App. I.2, I.3), lr 0.1 dropped
+    # tenfold twice ("SGD 0.1-0.01-0.001"); random flips and 4-pixel pads and crops (I.3, "the same
+    # data augmentation" for VGG, I.2); 45,000 training and 5,000 validation examples, as here
+    # everywhere; Gaussian Glorot init. Convolutions pruned globally at 20% per round, the output
+    # layer (and ResNet's downsampling 1x1 convolutions) not at all (I.2, I.3; the table's "conv
+    # 20%, fc 0%"). Warm-up: linear from 0 over k iterations (Section 4); it lets VGG-19 train its
+    # tickets at lr 0.1 (k = 10K) and ResNet at 0.03 (k = 20K; I.5). Not given by the paper here,
+    # chosen: 5 trials and 1 reinitialisation per ticket, 20 rounds (1.2% of the conv weights),
+    # validation and test every 1,000 iterations (Section 4 reads accuracy at fixed iterations).
+    "vgg19": NetworkProtocol(
+        architecture=CustomNetwork(**_CIFAR, build="lth_lib.deeper:vgg19"),
+        iterations=112_480, lr=0.1, batch_size=64, conv_rate=0.2, scope="global", unpruned=("fc",),
+        optimizer="sgd", momentum=0.9, weight_decay=1e-4, lr_drops=(56_240, 84_360), augment=True,
+        warmup=(0.1, 10_000), eval_every=1000, control_trials=1,
+        # 160 epochs of 703 batches (112,480 iterations, I.2), drops after epochs 80 and 120
+        scales={
+            "smoke": _DEEP_SMOKE,
+            "cpu": {"iterations": 120, "eval_every": 40, "eval_examples": 500, "rounds": 2, "trials": 1, "control_trials": 1},
+        },
+    ),
+    "resnet20": NetworkProtocol(
+        architecture=CustomNetwork(**_CIFAR, build="lth_lib.deeper:resnet20"),
+        iterations=30_000, lr=0.1, batch_size=128, conv_rate=0.2, scope="global",
+        unpruned=("blocks.3.shortcut.0", "blocks.6.shortcut.0", "fc"),
+        optimizer="sgd", momentum=0.9, weight_decay=1e-4, lr_drops=(20_000, 25_000), augment=True,
+        warmup=(0.03, 20_000), eval_every=1000, control_trials=1,
+        scales={
+            "smoke": _DEEP_SMOKE,
+            "cpu": {"iterations": 400, "eval_every": 50, "eval_examples": 500, "rounds": 3, "trials": 1, "control_trials": 1},
+        },
+    ),
 }  # fmt: skip
+
+
+def register_network(name: str, protocol: NetworkProtocol, replace: bool = False) -> None:
+    """Add network `name` to `NETWORKS` (a user's own network: `CustomNetwork`), so that
+    `paper_experiment(name, ...)`, `run`, the figures and `export_ticket` take it. A name
+    already registered is refused unless `replace`. The registry lives in this process:
+    a cluster job (a fresh process) knows only the networks `lth_lib` itself registers."""
+    if not isinstance(protocol, NetworkProtocol):
+        raise TypeError(f"a network is registered with a NetworkProtocol, got {type(protocol).__name__}")
+    if name in NETWORKS and not replace:
+        raise ValueError(f"network {name!r} is registered already; pass replace=True to replace it")
+    if protocol.architecture.dataset not in DATASETS:
+        raise ValueError(f"unknown data set {protocol.architecture.dataset!r}; choose one of: {', '.join(DATASETS)}")
+    NETWORKS[name] = protocol
 
 
 def network_protocol(name: str) -> NetworkProtocol:
@@ -211,8 +339,8 @@ def network_protocol(name: str) -> NetworkProtocol:
     return NETWORKS[name]
 
 
-def architecture(name: str) -> Architecture:
-    """The layers of network `name`."""
+def architecture(name: str) -> Architecture | CustomNetwork:
+    """The layers of network `name` (or its module)."""
     return network_protocol(name).architecture
 
 
@@ -249,11 +377,17 @@ class TrainingHparams:
     """How one network is trained."""
 
     iterations: int  # optimiser steps
-    lr: float  # Adam learning rate
+    lr: float  # the learning rate (after warm-up, before any drop)
     batch_size: int = 60
     eval_every: int = 100  # evaluate validation and test every this many iterations
     eval_examples: int | None = None  # evaluate on a random subset this big (None: all)
     dropout: float = 0.0  # dropout rate on the hidden fully connected layers' outputs
+    optimizer: str = "adam"  # "adam" (ADAM_BETAS, ADAM_EPS) or "sgd" (with `momentum`)
+    momentum: float = 0.0  # SGD's momentum (heavy ball, as torch.optim.SGD)
+    weight_decay: float = 0.0  # L2 penalty on every parameter, added to its gradient (SGD)
+    lr_drops: tuple[int, ...] = ()  # iterations at which the learning rate is multiplied by LR_DROP
+    warmup: int = 0  # iterations of linear warm-up: step t (from 0) at lr * min(1, (t + 1) / warmup)
+    augment: bool = False  # random crops (4 pixels of zero padding) and horizontal flips (`data.Augment`)
 
     def __post_init__(self) -> None:
         for name in ("iterations", "batch_size", "eval_every"):
@@ -261,6 +395,15 @@ class TrainingHparams:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if self.lr <= 0:
             raise ValueError(f"lr must be positive, got {self.lr}")
+        _choice("optimizer", self.optimizer, OPTIMIZERS)
+        if not 0.0 <= self.momentum < 1.0 or self.weight_decay < 0:
+            raise ValueError(f"need 0 <= momentum < 1 and weight_decay >= 0, got {self.momentum}, {self.weight_decay}")
+        if self.optimizer == "adam" and (self.momentum or self.weight_decay):
+            raise ValueError("momentum and weight_decay are SGD's: Adam runs as the paper's, without them")
+        if list(self.lr_drops) != sorted(set(self.lr_drops)) or any(not 0 < d < self.iterations for d in self.lr_drops):
+            raise ValueError(f"lr_drops must be increasing iterations in (0, {self.iterations}), got {self.lr_drops}")
+        if self.warmup < 0:
+            raise ValueError(f"warmup must be non-negative, got {self.warmup}")
         if self.eval_examples is not None and self.eval_examples <= 0:
             raise ValueError(f"eval_examples must be positive or None, got {self.eval_examples}")
         if not 0.0 <= self.dropout < 1.0:
@@ -279,6 +422,7 @@ class PruningHparams:
     fc_rate: float = 0.2  # same, fully connected layers
     output_rate: float = 0.1  # same, output layer (`paper_experiment`: `output_rate(fc_rate)`)
     rewind_iteration: int = 0  # survivors reset to their weights at this iteration
+    unpruned: tuple[str, ...] = ()  # layers left out of pruning (Section 4: the output layer)
 
     def __post_init__(self) -> None:
         _choice("strategy", self.strategy, STRATEGIES)
@@ -317,6 +461,14 @@ class Experiment:
             )
         if not convolutional and self.pruning.conv_rate != PruningHparams.conv_rate:
             raise ValueError(f"{self.network} has no conv layers: leave conv_rate at its default")
+        layers = architecture(self.network).weight_layers
+        if set(self.pruning.unpruned) - set(layers) or len(set(self.pruning.unpruned)) == len(layers):
+            raise ValueError(
+                f"unpruned names layers of {self.network} to leave out, not all of them ({', '.join(layers)}); "
+                f"got {self.pruning.unpruned}"
+            )
+        if self.training.augment and architecture(self.network).dataset != "cifar10":
+            raise ValueError("augment crops and flips images: CIFAR-10 networks only")
 
     @property
     def seeds(self) -> list[int]:
@@ -325,15 +477,15 @@ class Experiment:
 
     @property
     def rates(self) -> dict[str, float]:
-        """Per-layer pruning rates: conv layers at conv_rate, the output layer at
-        output_rate, the other fully connected layers at fc_rate."""
-        p, named = self.pruning, architecture(self.network).named_layers
-        output = architecture(self.network).weight_layers[-1]
+        """Per-layer pruning rates: conv layers at conv_rate, the output layer (the last) at
+        output_rate, the other fully connected layers at fc_rate; 0 for the layers left out."""
+        p, kinds = self.pruning, _layer_kinds(architecture(self.network))
+        output = list(kinds)[-1]
         return {
-            name: p.conv_rate if isinstance(layer, Conv) else p.output_rate if name == output else p.fc_rate
-            for name, layer in named.items()
-            if not isinstance(layer, Pool)
-        }
+            name: 0.0 if name in p.unpruned
+            else p.conv_rate if kind == "conv" else p.output_rate if name == output else p.fc_rate
+            for name, kind in kinds.items()
+        }  # fmt: skip
 
     @property
     def folder_name(self) -> str:
@@ -348,7 +500,9 @@ class Experiment:
     def from_dict(cls, fields: dict) -> Experiment:
         """The experiment `to_dict` gave."""
         fields = dict(fields)
-        training, pruning = TrainingHparams(**fields.pop("training")), PruningHparams(**fields.pop("pruning"))
+        training, pruning = fields.pop("training"), fields.pop("pruning")
+        training = TrainingHparams(**{**training, "lr_drops": tuple(training.get("lr_drops", ()))})
+        pruning = PruningHparams(**{**pruning, "unpruned": tuple(pruning.get("unpruned", ()))})
         return cls(training=training, pruning=pruning, **{**fields, "controls": tuple(fields["controls"])})
 
     def identity(self) -> str:
@@ -356,7 +510,11 @@ class Experiment:
 
         A field added later with a no-op default leaves existing identities unchanged.
         """
-        return hashlib.sha256(json.dumps(_non_default(self), sort_keys=True).encode()).hexdigest()[:16]
+        named = _non_default(self)
+        network = architecture(self.network)
+        if isinstance(network, CustomNetwork):
+            named["module"] = network.fingerprint()
+        return hashlib.sha256(json.dumps(named, sort_keys=True).encode()).hexdigest()[:16]
 
 
 # Every field an experiment can be given by name (`paper_experiment`, notebook and
@@ -372,7 +530,9 @@ PARAMETERS: dict[str, str] = {
 }
 _TYPES = {
     "int": (int,),
+    "bool": (bool,),
     "float": (float, int),
+    "tuple[int, ...]": (tuple,),
     "int | None": (int, type(None)),
     "str": (str,),
     "tuple[str, ...]": (tuple,),
@@ -393,9 +553,12 @@ def check_parameters(values: Mapping[str, object]) -> None:
         )
     for name, value in values.items():
         kinds = _TYPES[_FIELD_TYPES[name]]
-        if isinstance(value, bool) or not isinstance(value, kinds):
+        if (isinstance(value, bool) and bool not in kinds) or not isinstance(value, kinds):
             wanted = " or ".join("None" if k is type(None) else k.__name__ for k in kinds)
             raise TypeError(f"{name} must be {wanted}, got {value!r}")
+
+
+SECTION4_TRAINING = ("optimizer", "momentum", "weight_decay", "lr_drops", "augment")
 
 
 def paper_experiment(network: str, **overrides) -> Experiment:
@@ -414,19 +577,42 @@ def paper_experiment(network: str, **overrides) -> Experiment:
             "lr": protocol.dropout_lr if dropout and protocol.dropout_lr else protocol.lr,
             "batch_size": protocol.batch_size,
             "eval_every": protocol.eval_every,
+            **{name: getattr(protocol, name) for name in SECTION4_TRAINING},
         },
-        "pruning": {"fc_rate": protocol.fc_rate, "scope": protocol.scope},
+        "pruning": {"fc_rate": protocol.fc_rate, "scope": protocol.scope, "unpruned": protocol.unpruned},
         "experiment": {},
     }
     if protocol.architecture.convolutional:
         sections["pruning"]["conv_rate"] = protocol.conv_rate
     for key, value in overrides.items():
         sections[PARAMETERS[key]][key] = value
+    training = sections["training"]
+    if "lr_drops" not in overrides:  # the drops keep their share of training
+        training["lr_drops"] = scaled_iterations(protocol.lr_drops, training["iterations"], protocol.iterations)
     pruning = sections["pruning"]
     pruning.setdefault("output_rate", output_rate(pruning["fc_rate"]))
     return Experiment(
         network, TrainingHparams(**sections["training"]), PruningHparams(**pruning), **sections["experiment"]
     )
+
+
+def scaled_iterations(points: tuple[int, ...], iterations: int, paper_iterations: int) -> tuple[int, ...]:
+    """Iterations `points` of the paper's `paper_iterations`, at the same shares of
+    `iterations` (rounded; those that fall at 0 or the end, or twice, dropped)."""
+    scaled = (round(point * iterations / paper_iterations) for point in points)
+    return tuple(sorted({point for point in scaled if 0 < point < iterations}))
+
+
+def warmup_experiment(network: str, scale: str, **overrides) -> Experiment:
+    """`scaled_experiment` with the paper's learning-rate warm-up for `network` (Section 4):
+    its higher learning rate, warmed up over the same share of training as the paper's k."""
+    protocol = network_protocol(network)
+    if protocol.warmup is None:
+        raise ValueError(f"the paper gives no warm-up for {network}")
+    lr, iterations = protocol.warmup
+    plain = scaled_experiment(network, scale, **overrides)
+    warmup = max(1, round(iterations * plain.training.iterations / protocol.iterations))
+    return scaled_experiment(network, scale, **{"lr": lr, "warmup": warmup, **overrides})
 
 
 def scaled_experiment(network: str, scale: str, **overrides) -> Experiment:
@@ -451,11 +637,6 @@ def rewind_points(iterations: int) -> list[int]:
 def default_rewind_iterations(network: str, scale: str) -> list[int]:
     """The iterations k the rewinding notebook rewinds `network` to at `scale`."""
     return rewind_points(scaled_experiment(network, scale).training.iterations)
-
-
-def _choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
-    if value not in allowed:
-        raise ValueError(f"unknown {name} {value!r}; choose one of: {', '.join(allowed)}")
 
 
 def _non_default(obj) -> dict:

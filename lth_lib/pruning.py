@@ -41,11 +41,18 @@ def remaining_fraction(mask: Mask) -> float:
 
 
 def _keep_largest(scores: torch.Tensor, keep: int) -> torch.Tensor:
-    """Bool mask of the `keep` largest scores (ties broken by position, deterministically)."""
-    order = torch.sort(scores.flatten(), descending=True, stable=True).indices[:keep]
-    flat = torch.zeros(scores.numel(), dtype=torch.bool, device=scores.device)
-    flat[order] = True
-    return flat.view(scores.shape)
+    """Bool mask of the `keep` largest scores, ties broken by position (the earlier kept),
+    deterministically: the scores above the keep-th largest, then the first of those equal
+    to it (what a stable descending sort would keep, without sorting: O(n))."""
+    flat = scores.flatten()
+    if keep <= 0:
+        return torch.zeros(scores.shape, dtype=torch.bool, device=scores.device)
+    if keep >= flat.numel():
+        return torch.ones(scores.shape, dtype=torch.bool, device=scores.device)
+    threshold = torch.kthvalue(flat, flat.numel() - keep + 1).values
+    above, tied = flat > threshold, flat == threshold
+    tied &= torch.cumsum(tied, 0) <= keep - int(above.sum())
+    return (above | tied).view(scores.shape)
 
 
 def _scores(weights: dict[str, torch.Tensor], mask: Mask) -> dict[str, torch.Tensor]:
@@ -69,20 +76,23 @@ def magnitude_prune(
 
     scope="layer": each layer loses what `rounds` rounds at its own rate would remove, so
     one call with rounds=n keeps exactly the per-layer counts of n iterative rounds.
-    scope="global": all layers share one threshold; the total kept is that of `rounds`
-    rounds at the fully connected rate (taken from the first fc layer's rate).
+    scope="global": the layers pruned at all (rate above 0) share one threshold; the total
+    they keep is that of `rounds` rounds at the largest of their rates (the fully
+    connected rate of the paper's Section 2-3 networks; Section 4's conv rate, its output
+    layer left out at rate 0). Layers at rate 0 keep every weight.
     """
     scores = _scores(weights, mask)
     if scope == "layer":
         keep = surviving_counts(mask_counts(mask), rates, rounds)
         return {layer: _keep_largest(scores[layer], keep[layer]) for layer in scores}
     if scope == "global":
-        rate = rates["fc1"]
-        total = {"all": sum(mask_counts(mask).values())}
-        keep = surviving_counts(total, {"all": rate}, rounds)["all"]
-        flat = torch.cat([s.flatten() for s in scores.values()])
-        kept = _keep_largest(flat, keep).split([s.numel() for s in scores.values()])
-        return {layer: k.view(scores[layer].shape) for layer, k in zip(scores, kept)}
+        pooled = [layer for layer in scores if rates[layer] > 0]
+        total = {"all": sum(mask_counts({layer: mask[layer] for layer in pooled}).values())}
+        keep = surviving_counts(total, {"all": max(rates[layer] for layer in pooled)}, rounds)["all"]
+        flat = torch.cat([scores[layer].flatten() for layer in pooled])
+        kept = dict(zip(pooled, _keep_largest(flat, keep).split([scores[layer].numel() for layer in pooled])))
+        return {layer: kept[layer].view(scores[layer].shape) if layer in kept else mask[layer].clone()
+                for layer in scores}  # fmt: skip
     raise ValueError(f"unknown pruning scope {scope!r}; use 'layer' or 'global'")
 
 

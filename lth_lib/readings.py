@@ -340,7 +340,14 @@ def _spread(f: Facts, network: str, drawing: str) -> float:
 
 LENET = "lenet300"
 CONV = ("conv2", "conv4", "conv6")
-NAMES = {"lenet300": "LeNet-300-100", "conv2": "Conv-2", "conv4": "Conv-4", "conv6": "Conv-6"}
+NAMES = {
+    "lenet300": "LeNet-300-100", "conv2": "Conv-2", "conv4": "Conv-4", "conv6": "Conv-6",
+    "vgg19": "VGG-19", "resnet20": "ResNet-20",
+}  # fmt: skip
+DEEPER = ("resnet20", "vgg19")
+# Section 4 (I.5): with warm-up, winning tickets down to this percent of the weights remaining
+WARMUP_TICKETS_DOWN_TO = {"vgg19": 1.5, "resnet20": 11.8}
+MATCHING = 0.002  # within 0.2 points of the dense network's accuracy: "matching" (Frankle et al. 2020)
 
 
 @dataclass(frozen=True)
@@ -908,6 +915,63 @@ def _rewinding(f: Facts) -> Reading:
     )
 
 
+def _deeper(f: Facts) -> Reading:
+    claims, shows = [], []
+    for network in DEEPER:
+        if not f.has(network, "no warm-up"):
+            continue
+        name, text = NAMES[network], []
+        gaps = [t["acc_mean"] - r["acc_mean"] for r in f.rows(network, "no warm-up", "reinit")
+                if (t := f.row(network, "no warm-up", r["level"]))]  # fmt: skip
+        if gaps:
+            mean_gap = statistics.mean(gaps)
+            claims.append(Claim(
+                f"{name} at lr 0.1 without warm-up: tickets no better than randomly reinitialised",
+                f"{points(mean_gap)} points on average over {len(gaps)} levels", no_difference(100 * mean_gap),
+            ))  # fmt: skip
+        for drawing, down_to, rule in (
+            ("warm-up", WARMUP_TICKETS_DOWN_TO[network], "at least the dense network's accuracy"),
+            ("late rewinding", None, "within 0.2 points of the dense network's accuracy or above"),
+        ):
+            if not f.has(network, drawing):
+                continue
+            dense = f.row(network, drawing, 0)
+            levels = [r for r in f.rows(network, drawing)[1:] if down_to is None or r["percent"] >= down_to]
+            slack = 0.0 if drawing == "warm-up" else MATCHING
+            matched = sum(r["acc_mean"] >= dense["acc_mean"] - slack for r in levels)
+            e = f.experiment(network, drawing)
+            training = f"lr {e['lr']:g}" + (f", k = {e['rewind_iteration']:,}" if e["rewind_iteration"] else "")
+            where = f"down to {kept(down_to)}" if down_to else "at every level"
+            claims.append(Claim(
+                f"{name}, {drawing} ({'the paper' if drawing == 'warm-up' else 'Frankle et al. 2020'}): tickets "
+                f"reach {rule} {where}",
+                f"{matched} of {len(levels)} levels ({training})", holds(matched, len(levels)),
+            ))  # fmt: skip
+        for drawing in ("no warm-up", "warm-up", "late rewinding"):
+            if f.has(network, drawing):
+                dense, last = f.row(network, drawing, 0), f.rows(network, drawing)[-1]
+                reinit = f.row(network, drawing, last["level"], "reinit")
+                text.append(
+                    f"{drawing}: dense {pct(dense['acc_mean'])}, tickets at {kept(last['percent'])} "
+                    f"{pct(last['acc_mean'])}" + (f" (reinitialised {pct(reinit['acc_mean'])})" if reinit else "")
+                )
+        shows.append(f"**{name}** ({_coverage(f, network, 'no warm-up')}): " + "; ".join(text) + ".")
+    return Reading(
+        "At the usual learning rate (SGD 0.1, momentum 0.9), iterative pruning finds no winning tickets for VGG-19 "
+        "and the CIFAR ResNet (ResNet-20, the paper's \"ResNet-18\"): the pruned networks do no better than their "
+        "masks randomly reinitialised. With linear learning-rate warm-up (VGG-19 at 0.1 over 10,000 iterations, "
+        "ResNet at 0.03 over 20,000) winning tickets are found down to 1.5% (VGG-19) and 11.8% (ResNet) of the "
+        "weights. The follow-up (Frankle et al. 2020) finds matching tickets at the usual rate by rewinding to an "
+        "early iteration instead.",
+        claims,
+        " ".join(shows),
+        _short_runs_text(f, [n for n in DEEPER if f.has(n, "no warm-up")], "no warm-up")
+        + " Accuracy here is read at early stop (the minimum of validation loss), as in the rest of this "
+        "project; the paper's Section 4 figures read it at fixed iterations (the figure's left panel shows the "
+        "accuracy at the end of training).",
+    )
+
+
 READINGS: dict[str, Callable[[Facts], Reading]] = {
     "lenet_mnist": _lenet_mnist,
     "conv_cifar10": _conv_cifar10,
@@ -917,6 +981,7 @@ READINGS: dict[str, Callable[[Facts], Reading]] = {
     "tickets": _tickets,
     "dropout": _dropout,
     "rewinding": _rewinding,
+    "deeper": _deeper,
 }
 
 
@@ -929,6 +994,7 @@ DESCRIBED = {
     "tickets": (LENET, "conv2"),
     "dropout": CONV,
     "rewinding": (LENET, "conv2"),
+    "deeper": DEEPER,
 }
 
 

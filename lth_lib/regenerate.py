@@ -77,6 +77,18 @@ def notebook_names() -> list[str]:
     return [n for n in NOTEBOOKS if n in found] + sorted(found - set(NOTEBOOKS))
 
 
+def main_job() -> list[str]:
+    """The notebooks a run without names regenerates: all but those `NOTEBOOKS` keeps out
+    of the main job (`Draws.main_job`), which run when named."""
+    return [n for n in notebook_names() if n not in NOTEBOOKS or NOTEBOOKS[n].main_job]
+
+
+def full_run(names: list[str]) -> bool:
+    """Whether `names` regenerate a committed set of figures: the whole main job, or only
+    notebooks kept out of it (each of which is then its own committed run)."""
+    return set(names) >= set(main_job()) or not set(names) & set(main_job())
+
+
 def check_request(names: list[str], parameters: dict) -> None:
     """Fail before any work on an unknown notebook or parameter, or a bad value."""
     known = notebook_names()
@@ -102,11 +114,11 @@ def committed_figures_dir(scale: str) -> Path | None:
 
 
 def default_figures_dir(names: list[str], scale: str, parameters: dict, out_dir: Path) -> Path:
-    """The committed figures' folder (`committed_figures_dir`) for a full regeneration at
-    a committed scale with no overrides; out_dir/figures for any other run, so it never
-    replaces those."""
+    """The committed figures' folder (`committed_figures_dir`) for a full regeneration
+    (`full_run`) at a committed scale with no overrides; out_dir/figures for any other
+    run, so it never replaces those."""
     committed = committed_figures_dir(scale)
-    if set(names) == set(notebook_names()) and committed is not None and not parameters:
+    if full_run(names) and committed is not None and not parameters:
         return committed
     return out_dir / "figures"
 
@@ -424,7 +436,9 @@ def parser() -> argparse.ArgumentParser:
     """The command line."""
     parser = argparse.ArgumentParser(prog="python -m lth_lib.regenerate", description=__doc__.split("\n")[0])
     parser.add_argument(
-        "notebooks", nargs="*", help=f"which to run (default: all of {', '.join(notebook_names())})"
+        "notebooks", nargs="*",
+        help=f"which to run (default: the main job, {', '.join(main_job())}; also: "
+        f"{', '.join(sorted(set(notebook_names()) - set(main_job())))})",
     )
     parser.add_argument(
         "--scale", help=f"one of {', '.join(SCALES)} (default: $LTH_SCALE, else paper with a GPU, else cpu)"
@@ -574,7 +588,7 @@ def _main(argv: list[str] | None) -> int:
         print(
             f"no --scale given: using {scale!r} (the default scale: $LTH_SCALE, else paper with a GPU, else cpu)"
         )
-    names = args.notebooks or notebook_names()
+    names = args.notebooks or main_job()
     if {"scale", "figures_dir", "train"} & set(parameters):
         command.error("give the scale with --scale, the figures folder with --figures, training with --train")
     try:
@@ -630,7 +644,7 @@ def summarise(
 ) -> int:
     """Print how each notebook went, write the timings of a full regeneration that trained
     something (a redraw's would replace the training run's); the exit code."""
-    if not {o.notebook for o in outcomes} >= set(notebook_names()):  # a subset's would replace the run's
+    if not {o.notebook for o in outcomes} >= set(main_job()):  # a subset's would replace the run's
         written = f"a subset: timings-{scale}.md left as it was"
     elif not trained:
         written = f"nothing trained: timings-{scale}.md left as it was"

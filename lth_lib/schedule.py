@@ -29,10 +29,10 @@ GPU_MAX_MEMBERS = 40  # a whole paper-scale level (5 tickets and 30 controls) in
 def default_max_members(network: str, device: str | torch.device) -> int:
     """How many networks a job trains at once unless told. On a GPU, GPU_MAX_MEMBERS: one
     step of 35 stacked LeNets costs little more than one of 16 (benchmarks/). On a CPU,
-    DEFAULT_MAX_MEMBERS, except for convolutional networks, which train one at a time:
-    there the grouped convolution that stacks them is slower per network than a single
-    network's (Conv-2 on 2 cores, 5 stacked ran at 0.78x the reference loop's
-    network-steps/s, one alone at 1.24x)."""
+    DEFAULT_MAX_MEMBERS, except for convolutional networks (a module of the user's or
+    Section 4's included), which train one at a time: there the grouped convolution that
+    stacks them is slower per network than a single network's (Conv-2 on 2 cores, 5
+    stacked ran at 0.78x the reference loop's network-steps/s, one alone at 1.24x)."""
     if torch.device(device).type == "cuda":
         return GPU_MAX_MEMBERS
     return 1 if architecture(network).convolutional else DEFAULT_MAX_MEMBERS

@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from lth_lib.data import Dataset, batch_indices, test_subset, validation_split
-from lth_lib.models import Dropout, Network, State
-from lth_lib.protocol import ADAM_BETAS, ADAM_EPS, TrainingHparams
+from lth_lib.data import Augment, Dataset, batch_indices, test_subset, validation_split
+from lth_lib.models import Dropout, ModuleStack, Network, State, stacked
+from lth_lib.protocol import ADAM_BETAS, ADAM_EPS, LR_DROP, TrainingHparams
 from lth_lib.pruning import Mask
 from lth_lib.results import METRICS
 
@@ -105,11 +105,11 @@ def train(
     curve: dict[str, list[list[float]]] = {key: [] for key in CURVE_KEYS}
     snapshots: dict[int, list[State]] = {}
     with float32_kernels():
-        step = TrainStep.build(network_name, members, hparams.lr, device, hparams.dropout)
+        step = TrainStep.build(network_name, members, hparams, device, hparams.dropout)
         take_step = step.feeder(data.train_x, data.train_y, batch)
         for iteration in range(start_iteration, hparams.iterations + 1):
             if iteration in snapshot_iterations:
-                snapshots[iteration] = _member_states(step.network)
+                snapshots[iteration] = step.network.member_states()
             if iteration % hparams.eval_every == 0 or iteration == hparams.iterations:
                 _record(curve, iteration, _metrics(step.network, data, val_idx, test_idx))
                 if progress is not None:
@@ -117,17 +117,11 @@ def train(
             if iteration == hparams.iterations:
                 break
             take_step(next(batches))
-    final = _member_states(step.network)
+    final = step.network.member_states()
     return [
         _result(curve, i, final[i], {k: states[i] for k, states in snapshots.items()})
         for i in range(len(members))
     ]
-
-
-def _member_states(network: Network) -> list[State]:
-    """Each member's parameters as a {name: tensor} copy, without the member dimension."""
-    parameters = list(network.named_parameters())
-    return [{name: p[member].detach().clone() for name, p in parameters} for member in range(network.members)]
 
 
 def default_device(device: str | torch.device | None = None) -> torch.device:
@@ -161,51 +155,69 @@ class TrainStep:
     activations and the backward pass is batched matmuls into preallocated gradient
     buffers, with no gradient for the input. Networks with conv layers use autograd.
     `manual=False` forces autograd (tests check that the two agree). With dropout every
-    network uses autograd.
+    network uses autograd, and so does a `ModuleStack` (any module; batch normalisation in
+    training mode while it steps).
 
-    Adam is torch.optim.Adam's own fused kernel (`torch._fused_adam_`, what
-    `Adam(fused=True).step()` calls), invoked directly with the state lists built once:
-    same arithmetic, without the per-step Python bookkeeping of `Optimizer.step`.
-    Adam's hyperparameters are the protocol's (`ADAM_BETAS`, `ADAM_EPS`, no weight decay).
+    `lr` is Adam's constant learning rate, or a TrainingHparams whose optimizer and
+    learning-rate schedule to follow. Adam is torch.optim.Adam's own fused kernel
+    (`torch._fused_adam_`, what `Adam(fused=True).step()` calls), invoked directly with the
+    state lists built once: same arithmetic, without the per-step Python bookkeeping of
+    `Optimizer.step`; its hyperparameters are the protocol's (`ADAM_BETAS`, `ADAM_EPS`, no
+    weight decay). SGD is torch.optim.SGD's arithmetic (weight decay added to the gradient,
+    heavy-ball momentum, no dampening) in foreach kernels. A warm-up or drops make the
+    learning rate a device tensor computed from the step counter, so a CUDA graph replays
+    the schedule too.
     """
 
     @classmethod
-    def build(cls, network_name: str, members: list[Member], lr: float, device: str | torch.device = "cpu",
-              dropout: float = 0.0) -> TrainStep:  # fmt: skip
+    def build(cls, network_name: str, members: list[Member], lr: float | TrainingHparams,
+              device: str | torch.device = "cpu", dropout: float = 0.0) -> TrainStep:  # fmt: skip
         """The step `train` uses: a K-member network from `members`' weights and masks,
-        with `dropout` masks drawn from each member's `noise_seed`."""
-        network = Network(network_name, members=len(members)).to(device)
+        with `dropout` masks (and augmentation, if `lr` asks for it) drawn from each
+        member's `noise_seed`."""
+        network = stacked(network_name, members=len(members)).to(device)
         network.load_members([m.weights for m in members])
         masks = [
             torch.stack([m.mask[layer] for m in members]).to(device, torch.float32)
             for layer in network.prunable()
         ]
-        return cls(
-            network, masks, lr, dropout=(dropout, [m.noise_seed for m in members]) if dropout else None
-        )
+        seeds = [m.noise_seed for m in members]
+        augment = isinstance(lr, TrainingHparams) and lr.augment
+        return cls(network, masks, lr, dropout=(dropout, seeds) if dropout else None, augment=seeds if augment else None)
 
-    def __init__(self, network: Network, masks: list[torch.Tensor], lr: float, manual: bool | None = None,
-                 dropout: tuple[float, list[int]] | None = None):  # fmt: skip
-        self.network = network
-        self.layers = list(network.layers.values())
+    def __init__(self, network: Network | ModuleStack, masks: list[torch.Tensor], lr: float | TrainingHparams,
+                 manual: bool | None = None, dropout: tuple[float, list[int]] | None = None,
+                 augment: list[int] | None = None):  # fmt: skip
+        self.network = network.train()
         self.weights = list(network.prunable().values())
         self.masks = masks
         with torch.no_grad():
             torch._foreach_mul_(self.weights, self.masks)
-        self.manual = (not network.arch.convolutional and dropout is None) if manual is None else manual
-        if self.manual and (network.arch.convolutional or dropout is not None):
+        plain = isinstance(network, Network) and not network.arch.convolutional and dropout is None
+        self.manual = plain if manual is None else manual
+        if self.manual and not plain:
             raise ValueError("the manual backward pass covers fully connected networks without dropout only")
-        self.lr = lr
+        hparams = lr if isinstance(lr, TrainingHparams) else None
+        self.optimizer = hparams.optimizer if hparams else "adam"
+        self.momentum, self.weight_decay = (hparams.momentum, hparams.weight_decay) if hparams else (0.0, 0.0)
         self.params = list(network.parameters())
         for p in self.params:  # gradients live in fixed buffers that each backward pass overwrites
             p.grad = torch.zeros_like(p)
         self.grads = [p.grad for p in self.params]
-        self.exp_avgs = [torch.zeros_like(p) for p in self.params]
-        self.exp_avg_sqs = [torch.zeros_like(p) for p in self.params]
+        self.exp_avgs = [torch.zeros_like(p) for p in self.params]  # SGD: the momentum buffers
+        self.exp_avg_sqs = [torch.zeros_like(p) for p in self.params] if self.optimizer == "adam" else []
         self.step_count = torch.zeros((), dtype=torch.float32, device=self.params[0].device)
         self.steps = [self.step_count] * len(self.params)  # one shared counter
+        self.schedule = hparams if hparams and (hparams.warmup or hparams.lr_drops) else None
+        self.lr = hparams.lr if hparams else lr
+        if self.schedule is not None or self.optimizer == "sgd":
+            self.lr = torch.full((), self.lr, device=self.step_count.device)
+            self.base_lr = self.lr.clone()
+        self.drops = torch.tensor(hparams.lr_drops if hparams else (), device=self.step_count.device)
         self.dropout = None if dropout is None else Dropout(*dropout, step=self.step_count)
+        self.augment = None if augment is None else Augment(augment, step=self.step_count)
         if self.manual:  # views for the manual pass, made once rather than every step
+            self.layers = list(network.layers.values())
             self.weights_t = [layer.weight.detach().mT for layer in self.layers]
             self.biases = [layer.bias.detach().unsqueeze(1) for layer in self.layers]
 
@@ -213,6 +225,8 @@ class TrainStep:
         flat = idx.reshape(-1)
         x = x_all.index_select(0, flat).view(*idx.shape, *x_all.shape[1:])
         y = y_all.index_select(0, flat).view(idx.shape)
+        if self.augment is not None:
+            x = self.augment(x)
         if self.manual:
             with torch.no_grad():
                 self._fc_backward(x, y)
@@ -225,12 +239,37 @@ class TrainStep:
             self.grads = [p.grad for p in self.params]
         with torch.no_grad():
             self.step_count.add_(1)
-            torch._fused_adam_(
-                self.params, self.grads, self.exp_avgs, self.exp_avg_sqs, [], self.steps,
-                lr=self.lr, beta1=ADAM_BETAS[0], beta2=ADAM_BETAS[1], weight_decay=0.0, eps=ADAM_EPS,
-                amsgrad=False, maximize=False,
-            )  # fmt: skip
+            if self.schedule is not None:
+                self._schedule()
+            if self.optimizer == "adam":
+                torch._fused_adam_(
+                    self.params, self.grads, self.exp_avgs, self.exp_avg_sqs, [], self.steps,
+                    lr=self.lr, beta1=ADAM_BETAS[0], beta2=ADAM_BETAS[1], weight_decay=0.0, eps=ADAM_EPS,
+                    amsgrad=False, maximize=False,
+                )  # fmt: skip
+            else:
+                self._sgd()
             torch._foreach_mul_(self.weights, self.masks)
+
+    def _schedule(self) -> None:
+        """The learning rate of step t = step_count - 1: lr * min(1, (t + 1) / warmup) *
+        LR_DROP ** (drops at or before t), computed on the device."""
+        lr = self.base_lr * LR_DROP ** (self.drops < self.step_count).sum()
+        if self.schedule.warmup:
+            lr = lr * torch.clamp(self.step_count / self.schedule.warmup, max=1.0)
+        self.lr.copy_(lr)
+
+    def _sgd(self) -> None:
+        """torch.optim.SGD's step: g += weight_decay * p; buf = momentum * buf + g (buf starts
+        at 0, so the first step's buf is g, as torch.optim.SGD's); p -= lr * buf."""
+        grads = self.grads
+        if self.weight_decay:
+            grads = torch._foreach_add(grads, self.params, alpha=self.weight_decay)
+        if self.momentum:
+            torch._foreach_mul_(self.exp_avgs, self.momentum)
+            torch._foreach_add_(self.exp_avgs, grads)
+            grads = self.exp_avgs
+        torch._foreach_add_(self.params, torch._foreach_mul(grads, -self.lr))
 
     def feeder(self, x_all: torch.Tensor, y_all: torch.Tensor, batch: int, graph: bool | None = None
                ) -> Callable[[torch.Tensor], None]:  # fmt: skip
@@ -252,7 +291,7 @@ class TrainStep:
         the parameters and Adam's state; both are put back afterwards, so training is
         unchanged. Replays read `x_all`/`y_all` as they were captured."""
         idx = torch.zeros(self.network.members, batch, dtype=torch.long, device=x_all.device)
-        state = self.params + self.exp_avgs + self.exp_avg_sqs + [self.step_count]
+        state = self.params + self.exp_avgs + self.exp_avg_sqs + [self.step_count] + list(self.network.buffers())
         saved = [t.detach().clone() for t in state]
         side = torch.cuda.Stream(x_all.device)
         side.wait_stream(torch.cuda.current_stream(x_all.device))
@@ -293,11 +332,22 @@ class TrainStep:
 
 
 @torch.no_grad()
-def evaluate(network: Network, x_all: torch.Tensor, y_all: torch.Tensor, idx: torch.Tensor
+def evaluate(network: Network | ModuleStack, x_all: torch.Tensor, y_all: torch.Tensor, idx: torch.Tensor
              ) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
     """Each member's summed cross-entropy and number of correct answers ([K] tensors on the
     device) over the examples `idx` of (x_all, y_all): [K, n] indices, one row per member,
-    or [n] shared by all. Examples go through in chunks that fit the device's memory."""
+    or [n] shared by all. Examples go through in chunks that fit the device's memory, in
+    evaluation mode (batch normalisation's running statistics); the mode is restored."""
+    training = network.training
+    network.eval()
+    try:
+        return _evaluate(network, x_all, y_all, idx)
+    finally:
+        network.train(training)
+
+
+def _evaluate(network: Network | ModuleStack, x_all: torch.Tensor, y_all: torch.Tensor, idx: torch.Tensor
+              ) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
     on_gpu = x_all.device.type == "cuda"
     budget = EVAL_EXAMPLES[f"cuda_{'conv' if network.arch.convolutional else 'fc'}" if on_gpu else "cpu"]
     chunk = max(1, budget // network.members)
@@ -313,7 +363,7 @@ def evaluate(network: Network, x_all: torch.Tensor, y_all: torch.Tensor, idx: to
 
 
 def _metrics(
-    network: Network, data: Dataset, val_idx: torch.Tensor, test_idx: torch.Tensor
+    network: Network | ModuleStack, data: Dataset, val_idx: torch.Tensor, test_idx: torch.Tensor
 ) -> list[torch.Tensor]:
     """Per-member [val_loss, val_acc, test_loss, test_acc] as four [K] tensors (on device)."""
     out = []

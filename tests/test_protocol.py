@@ -17,6 +17,7 @@ from lth_lib.protocol import (
     default_scale,
     paper_experiment,
     scaled_experiment,
+    warmup_experiment,
 )
 
 # Identities of the experiments the notebooks draw, as the code named them before the
@@ -178,7 +179,8 @@ def test_the_paper_scale_is_the_protocol():
             protocol.iterations, protocol.lr, protocol.trials, protocol.control_trials, protocol.rounds,
         )  # fmt: skip
         assert exp.training.eval_examples is None  # all of the validation and test sets
-        assert exp.rates[protocol.architecture.weight_layers[-1]] == protocol.fc_rate / 2
+        output = protocol.architecture.weight_layers[-1]
+        assert exp.rates[output] == (0.0 if output in protocol.unpruned else protocol.fc_rate / 2)
 
 
 def test_the_protocol_matches_the_paper():
@@ -186,9 +188,32 @@ def test_the_protocol_matches_the_paper():
     assert [NETWORKS[n].iterations for n in ("conv2", "conv4", "conv6")] == [20_000, 25_000, 30_000]
     assert [NETWORKS[n].lr for n in ("conv2", "conv4", "conv6")] == [2e-4, 3e-4, 3e-4]
     assert [NETWORKS[n].conv_rate for n in ("conv2", "conv4", "conv6")] == [0.1, 0.1, 0.15]
-    assert {p.fc_rate for p in NETWORKS.values()} == {0.2} and {p.batch_size for p in NETWORKS.values()} == {
-        60
+    sections_2_3 = [NETWORKS[n] for n in ("lenet300", "conv2", "conv4", "conv6")]
+    assert {p.fc_rate for p in sections_2_3} == {0.2} and {p.batch_size for p in sections_2_3} == {60}
+    assert {(p.optimizer, p.lr_drops, p.augment, p.scope, p.unpruned) for p in sections_2_3} == {
+        ("adam", (), False, "layer", ())
     }
+
+
+def test_section_4_protocol_matches_the_paper():
+    """Figure 2's table and Appendix I.2-I.5 of arXiv 1803.03635v5."""
+    vgg, resnet = paper_experiment("vgg19"), paper_experiment("resnet20")
+    assert (vgg.training.iterations, vgg.training.batch_size, vgg.training.lr_drops) == (112_480, 64, (56_240, 84_360))
+    assert (resnet.training.iterations, resnet.training.batch_size, resnet.training.lr_drops) == (
+        30_000, 128, (20_000, 25_000))  # fmt: skip
+    for exp in (vgg, resnet):
+        t = exp.training
+        assert (t.optimizer, t.lr, t.momentum, t.weight_decay, t.warmup, t.augment) == ("sgd", 0.1, 0.9, 1e-4, 0, True)
+        assert exp.pruning.scope == "global" and set(exp.rates.values()) == {0.2, 0.0}
+    assert [layer for layer, rate in vgg.rates.items() if not rate] == ["fc"]
+    assert [layer for layer, rate in resnet.rates.items() if not rate] == [
+        "blocks.3.shortcut.0", "blocks.6.shortcut.0", "fc"]  # fmt: skip
+    warm_vgg, warm_resnet = warmup_experiment("vgg19", "paper"), warmup_experiment("resnet20", "paper")
+    assert (warm_vgg.training.lr, warm_vgg.training.warmup) == (0.1, 10_000)
+    assert (warm_resnet.training.lr, warm_resnet.training.warmup) == (0.03, 20_000)
+    # at a scale, drops and warm-up keep their share of training
+    cpu = warmup_experiment("resnet20", "cpu")
+    assert cpu.training.lr_drops == (267, 333) and cpu.training.warmup == 267 == round(400 * 2 / 3)
 
 
 def test_dropout_runs_as_the_dropout_figure_does():
