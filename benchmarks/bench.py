@@ -1,18 +1,25 @@
 """Training-step benchmark: a plain PyTorch loop, lth_lib's step, K-member ensembles, and
 the machine's matmul roofline, all measured in one run on one machine.
 
-    python benchmarks/bench.py                # both networks, writes benchmarks/results-<machine>.md
+    python benchmarks/bench.py                # LeNet and Conv-2, writes benchmarks/results-<machine>.md
     python benchmarks/bench.py --quick        # fewer repeats (a smoke test)
     python benchmarks/bench.py --device cuda --networks lenet300
+    python benchmarks/bench.py --networks resnet20 vgg19 --out benchmarks/results-<machine>-section4.md
 
-Rows, per network (LeNet-300-100 on MNIST, Conv-2 on CIFAR-10), batch 60:
+Rows, per network (LeNet-300-100 on MNIST, Conv-2 on CIFAR-10, batch 60; Section 4's
+ResNet-20 and VGG-19 on CIFAR-10 at their batch sizes, 128 and 64, with SGD and
+augmentation as the protocol trains them):
 
 * reference: what most reproductions do: a torchvision dataset (`MNIST`, or `ImageFolder` /
   `CIFAR10` for CIFAR-10) with `transforms.ToTensor()`, a `DataLoader(batch_size=60,
   shuffle=True)` (default num_workers=0), a plain `nn.Sequential`, `torch.optim.Adam` with
   its defaults and the paper's learning rate; per step: next batch, `.to(device)`,
-  forward, `CrossEntropyLoss`, `zero_grad`, `backward`, `step`. No mask.
-* lth_lib K=1, 5, 15 (and, on a GPU, 35: a whole paper-scale level): `lth_lib.train.TrainStep`
+  forward, `CrossEntropyLoss`, `zero_grad`, `backward`, `step`. No mask. For Section 4's
+  networks: their plain `nn.Module` (`lth_lib.deeper`, torchvision-style), `torch.optim.SGD`
+  with the protocol's momentum and weight decay, and `RandomCrop(32, padding=4)` and
+  `RandomHorizontalFlip()` in the DataLoader's transform.
+* lth_lib K=1, 5, 15 (Section 4's on a CPU: K=1, 2; on a GPU also 35, a whole paper-scale
+  level of LeNet): `lth_lib.train.TrainStep`
   -- the object `lth_lib.train.train` calls once per iteration -- on K members with pruned
   masks (one round at the paper's rates: fc 20%, conv 10%, output 10%), fed by `train`'s
   own batch-index iterator, data on the device, under `train`'s deterministic float32
@@ -72,13 +79,21 @@ from torch import nn
 
 import lth_lib
 from lth_lib.data import batch_indices, data_root, validation_split
-from lth_lib.models import glorot_init, layer_multiply_adds, layer_weights
-from lth_lib.protocol import NETWORKS, architecture, paper_experiment
+from lth_lib.models import glorot_init, layer_multiply_adds, layer_weights, plain_network
+from lth_lib.protocol import NETWORKS, CustomNetwork, architecture, paper_experiment
+
+SECTION_4 = [name for name, protocol in NETWORKS.items() if isinstance(protocol.architecture, CustomNetwork)]
+
+
+def batch_size(name: str) -> int:
+    """The batch one step of network `name` takes: the protocol's."""
+    return paper_experiment(name).training.batch_size
 from lth_lib.pruning import dense_mask, magnitude_prune
 from lth_lib.train import Member, TrainStep, float32_kernels
 
-BATCH = 60
+BATCH = 60  # the Section 2-3 networks' batch; Section 4's use their own (`batch_size`)
 ENSEMBLES = (1, 5, 15)
+DEEP_CPU_ENSEMBLES = (1, 2)  # Section 4's networks on a CPU: a VGG-19 step takes about a second
 PAPER_LEVEL = 35  # networks in one paper-scale level: 5 tickets, 15 reinitialised, 15 randomly pruned
 HERE = Path(__file__).resolve().parent
 
@@ -136,6 +151,12 @@ def reference_case(name: str, device: torch.device, channels_last: bool = False)
     from torchvision import transforms
 
     root, download = data_root()
+    batch, hparams = batch_size(name), paper_experiment(name).training
+    transform = transforms.ToTensor()
+    if hparams.augment:
+        transform = transforms.Compose(
+            [transforms.RandomCrop(32, padding=4), transforms.RandomHorizontalFlip(), transforms.ToTensor()]
+        )
     if name == "lenet300":
         dataset = torchvision.datasets.MNIST(
             str(root), train=True, download=download, transform=transforms.ToTensor()
@@ -145,20 +166,24 @@ def reference_case(name: str, device: torch.device, channels_last: bool = False)
         )
     else:
         if (root / "cifar-10-batches-py").is_dir() or download:
-            dataset = torchvision.datasets.CIFAR10(
-                str(root), train=True, download=download, transform=transforms.ToTensor()
-            )
+            dataset = torchvision.datasets.CIFAR10(str(root), train=True, download=download, transform=transform)
         else:
-            dataset = torchvision.datasets.ImageFolder(
-                str(root / "CIFAR-10-images" / "train"), transform=transforms.ToTensor()
-            )
+            dataset = torchvision.datasets.ImageFolder(str(root / "CIFAR-10-images" / "train"), transform=transform)
+    if name in SECTION_4:
+        model = plain_network(name)
+    elif name != "lenet300":
         model = nn.Sequential(
             nn.Conv2d(3, 64, 3, padding=1), nn.ReLU(), nn.Conv2d(64, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
             nn.Flatten(), nn.Linear(64 * 16 * 16, 256), nn.ReLU(), nn.Linear(256, 256), nn.ReLU(), nn.Linear(256, 10),
         )  # fmt: skip
     model = model.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
-    loader = torch.utils.data.DataLoader(dataset, batch_size=BATCH, shuffle=True, drop_last=True)
-    optimizer = torch.optim.Adam(model.parameters(), lr=NETWORKS[name].lr)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch, shuffle=True, drop_last=True)
+    if hparams.optimizer == "sgd":
+        optimizer = torch.optim.SGD(
+            model.parameters(), lr=hparams.lr, momentum=hparams.momentum, weight_decay=hparams.weight_decay
+        )
+    else:
+        optimizer = torch.optim.Adam(model.parameters(), lr=hparams.lr)
     criterion = nn.CrossEntropyLoss()
     batches = iter(loader)
 
@@ -178,8 +203,9 @@ def reference_case(name: str, device: torch.device, channels_last: bool = False)
             loss.backward()
             optimizer.step()
 
-    label = "reference (DataLoader + nn.Module + Adam)" + (" channels_last" if channels_last else "")
-    return Case(label, run, 1, 3 * forward_flops(name)[0] * BATCH)
+    label = f"reference (DataLoader + nn.Module + {hparams.optimizer.upper() if hparams.optimizer == 'sgd' else 'Adam'})"
+    label += " channels_last" if channels_last else ""
+    return Case(label, run, 1, 3 * forward_flops(name)[0] * batch)
 
 
 # --------------------------------------------------------------------------- lth_lib's step
@@ -198,13 +224,13 @@ def lth_case(name: str, k: int, data: lth_lib.Dataset, device: torch.device, var
     """lth_lib's step on K members; variant "graph" (a CUDA graph, as `train` runs it on a
     GPU), "eager" or "TF32" (cuDNN's TF32, eager), "" (the device's default: CPU), or
     "oneDNN off" (a CPU's convolutions without oneDNN, PyTorch's own kernels)."""
-    members = pruned_members(name, k)
+    members, batch = pruned_members(name, k), batch_size(name)
     x_all, y_all = data.train_x, data.train_y
     with float32_kernels():
-        step = TrainStep.build(name, members, NETWORKS[name].lr, device)
-        take = step.feeder(x_all, y_all, BATCH, graph=variant == "graph")
+        step = TrainStep.build(name, members, paper_experiment(name).training, device)
+        take = step.feeder(x_all, y_all, batch, graph=variant == "graph")
     train_idx = torch.stack([validation_split(len(data.train_x), m.data_seed)[0] for m in members])
-    batches = batch_indices(train_idx, [m.data_seed for m in members], BATCH, 0, device)
+    batches = batch_indices(train_idx, [m.data_seed for m in members], batch, 0, device)
     tf32 = variant == "TF32"
 
     def run(n: int) -> None:
@@ -218,19 +244,20 @@ def lth_case(name: str, k: int, data: lth_lib.Dataset, device: torch.device, var
                 take(next(batches))
 
     label = f"lth_lib K={k}" + (f" {variant}" if variant else "")
-    return Case(label, run, k, 3 * forward_flops(name)[0] * BATCH * k)
+    return Case(label, run, k, 3 * forward_flops(name)[0] * batch * k)
 
 
 def lth_cases(name: str, data: lth_lib.Dataset, device: torch.device) -> list[Case]:
     """lth_lib's rows: on a CPU K = 1, 5, 15, and for Conv-2 K=1 without oneDNN; on a GPU
     also 35, each as a graph and eager, and for Conv-2 K=35 with TF32."""
     if device.type != "cuda":
-        tries = [(1, "oneDNN off")] if architecture(name).convolutional else []
+        tries = [(1, "oneDNN off")] if architecture(name).convolutional and name not in SECTION_4 else []
+        ensembles = DEEP_CPU_ENSEMBLES if name in SECTION_4 else ENSEMBLES
         return [
-            lth_case(name, k, data, device, variant) for k, variant in [(k, "") for k in ENSEMBLES] + tries
+            lth_case(name, k, data, device, variant) for k, variant in [(k, "") for k in ensembles] + tries
         ]
     variants = [(k, v) for k in (*ENSEMBLES, PAPER_LEVEL) for v in ("graph", "eager")]
-    if architecture(name).convolutional:
+    if architecture(name).convolutional and name not in SECTION_4:
         variants.append((PAPER_LEVEL, "TF32"))
     cases = []
     for k, variant in variants:
@@ -300,7 +327,9 @@ def fmt(x: float | None, digits: int = 2) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--networks", nargs="+", default=["lenet300", "conv2"], choices=["lenet300", "conv2"])
+    parser.add_argument(
+        "--networks", nargs="+", default=["lenet300", "conv2"], choices=["lenet300", "conv2", *SECTION_4]
+    )
     parser.add_argument("--quick", action="store_true", help="fewer, shorter repeats")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     parser.add_argument(
@@ -350,7 +379,8 @@ def main(argv: list[str] | None = None) -> int:
         "",
         (
             f"- date: {datetime.datetime.now().isoformat(timespec='seconds')}; torch {torch.__version__}; "
-            f"device {device}; threads {torch.get_num_threads()}; cores {os.cpu_count()}; batch {BATCH}"
+            f"device {device}; threads {torch.get_num_threads()}; cores {os.cpu_count()}; batch "
+            + ", ".join(f"{name} {batch_size(name)}" for name in args.networks)
         ),
         (
             f"- 1-minute load average before/after: {load_before[0]:.2f} / {os.getloadavg()[0]:.2f} "

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
 from collections.abc import Callable
 
 import torch
@@ -257,10 +258,13 @@ def layer_kinds(network: CustomNetwork) -> dict[str, str]:
 
 
 def module_fingerprint(network: CustomNetwork) -> str:
-    """A hash of the module's printout, its tensors' names and shapes, and the init."""
+    """A hash of the module's structure: each submodule's path and class, each parameter's
+    and buffer's name and shape, and the init. A change of its code that keeps all of these
+    (a stride, an activation in `forward`) goes unseen: give such a network another name."""
     module = _meta_module(network)
+    modules = [(path, type(m).__name__) for path, m in module.named_modules()]
     tensors = [(key, tuple(t.shape)) for key, t in [*module.named_parameters(), *module.named_buffers()]]
-    return hashlib.sha256(repr((repr(module), tensors, network.init)).encode()).hexdigest()[:16]
+    return hashlib.sha256(json.dumps([modules, tensors, network.init]).encode()).hexdigest()[:16]
 
 
 @functools.cache

@@ -177,9 +177,8 @@ class CustomNetwork:
         return list(_layer_kinds(self))
 
     def fingerprint(self) -> str:
-        """A hash of the module's structure (its printout, parameter and buffer shapes) and
-        init: part of an experiment's identity, so a changed module is never served
-        another's stored results."""
+        """A hash of the module's structure (`models.module_fingerprint`) and init: part of
+        an experiment's identity, so a changed module is not served another's stored results."""
         from lth_lib.models import module_fingerprint
 
         return module_fingerprint(self)
@@ -301,7 +300,7 @@ NETWORKS: dict[str, NetworkProtocol] = {
         # 160 epochs of 703 batches (112,480 iterations, I.2), drops after epochs 80 and 120
         scales={
             "smoke": _DEEP_SMOKE,
-            "cpu": {"iterations": 120, "eval_every": 40, "eval_examples": 500, "rounds": 2, "trials": 1, "control_trials": 1},
+            "cpu": {"iterations": 60, "eval_every": 20, "eval_examples": 500, "rounds": 2, "trials": 1, "control_trials": 1},
         },
     ),
     "resnet20": NetworkProtocol(
@@ -312,7 +311,7 @@ NETWORKS: dict[str, NetworkProtocol] = {
         warmup=(0.03, 20_000), eval_every=1000, control_trials=1,
         scales={
             "smoke": _DEEP_SMOKE,
-            "cpu": {"iterations": 400, "eval_every": 50, "eval_examples": 500, "rounds": 3, "trials": 1, "control_trials": 1},
+            "cpu": {"iterations": 200, "eval_every": 50, "eval_examples": 500, "rounds": 2, "trials": 1, "control_trials": 1},
         },
     ),
 }  # fmt: skip

@@ -310,8 +310,19 @@ def refresh(names: list[str]) -> None:
             print(f"refreshed {name} in {_minutes(time.perf_counter() - started)}", flush=True)
 
 
-def write_timings(outcomes: list[Outcome], scale: str, figures_dir: Path) -> Path:
-    """figures/timings-<scale>.md: what ran, on what, and how long it took."""
+def timings_name(ran: set[str], scale: str) -> str | None:
+    """The timings file of a run of the notebooks `ran`: timings-<scale>.md for the main
+    job, timings-<scale>-<notebooks>.md for notebooks kept out of it; None for a subset."""
+    ran = ran & set(notebook_names())
+    if ran >= set(main_job()):
+        return f"timings-{scale}.md"
+    if ran and not ran & set(main_job()):
+        return f"timings-{scale}-{'-'.join(sorted(ran))}.md"
+    return None
+
+
+def write_timings(outcomes: list[Outcome], scale: str, path: Path) -> Path:
+    """A timings file (`timings_name`): what ran, on what, and how long it took."""
     device = device_name(default_device())
     lines = [
         f"# Regeneration at scale `{scale}`",
@@ -329,8 +340,7 @@ def write_timings(outcomes: list[Outcome], scale: str, figures_dir: Path) -> Pat
         f"| {o.notebook} | {_minutes(o.seconds)} | {'ok' if o.error is None else o.error} |" for o in outcomes
     ]
     lines.append(f"| **total** | {_minutes(sum(o.seconds for o in outcomes))} | |")
-    path = figures_dir / f"timings-{scale}.md"
-    figures_dir.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines) + "\n")
     return path
 
@@ -644,12 +654,13 @@ def summarise(
 ) -> int:
     """Print how each notebook went, write the timings of a full regeneration that trained
     something (a redraw's would replace the training run's); the exit code."""
-    if not {o.notebook for o in outcomes} >= set(main_job()):  # a subset's would replace the run's
+    name = timings_name({o.notebook for o in outcomes}, scale)
+    if name is None:  # a subset's would replace the run's
         written = f"a subset: timings-{scale}.md left as it was"
     elif not trained:
-        written = f"nothing trained: timings-{scale}.md left as it was"
+        written = f"nothing trained: {name} left as it was"
     else:
-        written = f"written to {write_timings(outcomes, scale, figures_dir).name}"
+        written = f"written to {write_timings(outcomes, scale, figures_dir / name).name}"
     print(f"\nSummary (scale {scale}; executed notebooks in {out_dir}, figures in {figures_dir}):")
     for o in outcomes:
         print(

@@ -92,8 +92,8 @@ def test_bad_experiments_fail_before_any_work(overrides, message):
 
 
 def test_unknown_network():
-    with pytest.raises(ValueError, match="unknown network 'vgg19'"):
-        paper_experiment("vgg19")
+    with pytest.raises(ValueError, match="unknown network 'lenet5'"):
+        paper_experiment("lenet5")
 
 
 def test_identity_is_stable_across_processes_and_changes_with_every_field():

@@ -47,6 +47,10 @@ IDENTITIES = {
             "lenet300": ["b4d1c2abce2ba9e6", "ae26d3f4180137aa", "411d386c74c356a0"],
             "conv2": ["4fd9b15b8a596243", "061d789adbfc8feb"],
         },
+        "deeper": {
+            "resnet20": ["0bdc3b4aa2b304d5", "065ca3f5d539a048", "07757ae23e1712ed"],
+            "vgg19": ["94e85436e310fbb2", "a260a3b06d3e66c1", "42657b8c2e9df27e"],
+        },
     },
     "cpu": {
         "lenet_mnist": {"lenet300": ["34fab19358d198d1"]},
@@ -71,6 +75,10 @@ IDENTITIES = {
             "lenet300": ["34fab19358d198d1", "04294976e7913732", "c0624adf96ac79ea"],
             "conv2": ["bf8fe19f5d864452", "401ff2ea9dcbdd47", "307f8e453295d17b"],
         },
+        "deeper": {
+            "resnet20": ["1237d1766374345a", "ee849c11b25a5f16", "acba263bd5c7504a"],
+            "vgg19": ["f1f2f87f21037499", "57c722bb49a0de3f", "76d04fc654b9db96"],
+        },
     },
     "paper": {
         "lenet_mnist": {"lenet300": ["885dc86e37b91475"]},
@@ -94,6 +102,10 @@ IDENTITIES = {
         "rewinding": {
             "lenet300": ["885dc86e37b91475", "8458ae2914a27ecd", "a468687eda4c75e4"],
             "conv2": ["0fb45e849d5221ba", "8039bc5fd44fff04", "484dc6e9eeba0f03"],
+        },
+        "deeper": {
+            "resnet20": ["4110628801587edd", "c4f81f9ceb2facdd", "445e5aea3cbd7862"],
+            "vgg19": ["37cc1ce97235dc6a", "020a3d90133124b3", "0d5ff75bb25c985f"],
         },
     },
 }  # fmt: skip
@@ -213,7 +225,7 @@ def test_section_4_protocol_matches_the_paper():
     assert (warm_resnet.training.lr, warm_resnet.training.warmup) == (0.03, 20_000)
     # at a scale, drops and warm-up keep their share of training
     cpu = warmup_experiment("resnet20", "cpu")
-    assert cpu.training.lr_drops == (267, 333) and cpu.training.warmup == 267 == round(400 * 2 / 3)
+    assert cpu.training.lr_drops == (133, 167) and cpu.training.warmup == 133 == round(200 * 2 / 3)
 
 
 def test_dropout_runs_as_the_dropout_figure_does():

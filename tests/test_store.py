@@ -37,6 +37,12 @@ CHANGES = {
         "eval_every": 5,
         "eval_examples": 100,
         "dropout": 0.5,
+        "optimizer": "sgd",
+        "momentum": 0.9,  # SGD's (with Adam it is refused): `_changed` makes the optimizer SGD
+        "weight_decay": 1e-4,  # the same
+        "lr_drops": (20,),
+        "warmup": 5,
+        "augment": True,
     },
     PruningHparams: {
         "strategy": "oneshot",
@@ -46,6 +52,7 @@ CHANGES = {
         "fc_rate": 0.25,
         "output_rate": 0.2,
         "rewind_iteration": 10,
+        "unpruned": ("fc3",),
     },
     Experiment: {
         "network": "conv4",
@@ -60,7 +67,8 @@ CHANGES = {
 
 def _changed(exp: Experiment, cls: type, name: str, value) -> Experiment:
     if cls is TrainingHparams:
-        return dataclasses.replace(exp, training=dataclasses.replace(exp.training, **{name: value}))
+        sgd = {"optimizer": "sgd"} if name in ("momentum", "weight_decay") else {}
+        return dataclasses.replace(exp, training=dataclasses.replace(exp.training, **{name: value, **sgd}))
     if cls is PruningHparams:
         return dataclasses.replace(exp, pruning=dataclasses.replace(exp.pruning, **{name: value}))
     return dataclasses.replace(exp, **{name: value})

@@ -189,7 +189,7 @@ def test_paper_training_protocol():
         and paper_experiment("conv6").training.iterations == 30_000
     )
     with pytest.raises(ValueError, match="unknown network"):
-        paper_experiment("resnet20")
+        paper_experiment("lenet5")
 
 
 @pytest.mark.slow
