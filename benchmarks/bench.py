@@ -88,6 +88,8 @@ SECTION_4 = [name for name, protocol in NETWORKS.items() if isinstance(protocol.
 def batch_size(name: str) -> int:
     """The batch one step of network `name` takes: the protocol's."""
     return paper_experiment(name).training.batch_size
+
+
 from lth_lib.pruning import dense_mask, magnitude_prune
 from lth_lib.train import Member, TrainStep, float32_kernels
 
@@ -166,9 +168,13 @@ def reference_case(name: str, device: torch.device, channels_last: bool = False)
         )
     else:
         if (root / "cifar-10-batches-py").is_dir() or download:
-            dataset = torchvision.datasets.CIFAR10(str(root), train=True, download=download, transform=transform)
+            dataset = torchvision.datasets.CIFAR10(
+                str(root), train=True, download=download, transform=transform
+            )
         else:
-            dataset = torchvision.datasets.ImageFolder(str(root / "CIFAR-10-images" / "train"), transform=transform)
+            dataset = torchvision.datasets.ImageFolder(
+                str(root / "CIFAR-10-images" / "train"), transform=transform
+            )
     if name in SECTION_4:
         model = plain_network(name)
     elif name != "lenet300":

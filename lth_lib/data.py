@@ -263,7 +263,7 @@ class Augment:
         self.step = step
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:  # x: [K, B, C, H, W]
-        members, batch, channels, height, width = x.shape
+        batch, channels, height, width = x.shape[1:]
         key = hash32(self.seeds ^ self.step.long())
         bits = hash32(key.view(-1, 1) + torch.arange(batch, device=x.device) * 0x9E3779B9).flatten()
         span = 2 * PAD + 1

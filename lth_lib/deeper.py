@@ -28,7 +28,28 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-VGG19_PLAN = (64, 64, "pool", 128, 128, "pool", 256, 256, 256, 256, "pool", 512, 512, 512, 512, "pool", 512, 512, 512, 512)
+VGG19_PLAN = (
+    64,
+    64,
+    "pool",
+    128,
+    128,
+    "pool",
+    256,
+    256,
+    256,
+    256,
+    "pool",
+    512,
+    512,
+    512,
+    512,
+    "pool",
+    512,
+    512,
+    512,
+    512,
+)
 RESNET_WIDTHS = (16, 32, 64)  # the three stages' filters
 RESNET_BLOCKS = 3  # residual blocks (pairs of convolutions) per stage
 
@@ -44,7 +65,11 @@ class VGG(nn.Module):
             if width == "pool":
                 layers.append(nn.MaxPool2d(2))
             else:
-                layers += [nn.Conv2d(channels, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU()]
+                layers += [
+                    nn.Conv2d(channels, width, 3, padding=1, bias=False),
+                    nn.BatchNorm2d(width),
+                    nn.ReLU(),
+                ]
                 channels = width
         self.features = nn.Sequential(*layers)
         self.fc = nn.Linear(channels, classes)
@@ -67,7 +92,9 @@ class Block(nn.Module):
         self.bn2 = nn.BatchNorm2d(width)
         self.shortcut = nn.Sequential()
         if stride != 1:
-            self.shortcut = nn.Sequential(nn.Conv2d(inputs, width, 1, stride=2, bias=False), nn.BatchNorm2d(width))
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(inputs, width, 1, stride=2, bias=False), nn.BatchNorm2d(width)
+            )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = F.relu(self.bn1(self.conv1(x)))

@@ -10,8 +10,9 @@ buffers (batch normalisation's statistics) included.
 What the results store keeps decides what can be exported: every member's mask and its
 weights at the rewind point can be rebuilt (theta_0 from the seeds, theta_k and the masks
 from the store, the controls' inits and random masks from their seeds, as
-`lottery.level_members` builds them), but trained weights are kept only for each trial's
-dense network (level 0).
+`lottery.level_members` builds them); trained weights are kept for each trial's dense
+network (level 0) and, for small networks (`lottery.KEEP_TRAINED_BELOW`), its trained
+ticket at every level.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import torch
 from torch import nn
 from torch.nn.utils import prune
 
-from lth_lib.lottery import Label, level_members
+from lth_lib.lottery import NOT_KEPT_TICKETS, Label, level_members
 from lth_lib.models import State, plain_network, weight_names
 from lth_lib.protocol import CustomNetwork, architecture
 from lth_lib.pruning import Mask
@@ -48,8 +49,9 @@ def export_ticket(
     kind: "ticket", or a control the experiment trained ("reinit", "random_prune"; index
     `control` of its `control_trials`). weights: "rewind", the weights its retraining
     starts from at the rewind iteration k (theta_0 or the store's theta_k; a reinit
-    control's fresh init), at any level; or "trained", the trained dense network, stored
-    for level 0 only. finalize: remove the masks (`prune.remove`), leaving plain weights
+    control's fresh init), at any level; or "trained", the trained ticket (level 0: the
+    dense network), which the results store keeps at pruned levels for networks of at most
+    `lottery.KEEP_TRAINED_BELOW` parameters. finalize: remove the masks (`prune.remove`), leaving plain weights
     and a state dict that loads into `plain_network`. Raises ValueError naming the valid
     values for a wrong request, and `NotKeptError` saying why for what the store does not
     keep."""
@@ -96,13 +98,15 @@ def _member(
     _check(f"kind at level {level}", kind, ("ticket", *exp.controls) if level else ("ticket",))
     _check(f"control index of a {kind}", control, range(exp.control_trials) if kind != "ticket" else (0,))
     if weights == "trained":
-        if kind != "ticket" or level != 0:
+        if kind != "ticket":
             raise ValueError(
-                "the results store keeps trained weights only of each trial's dense network (level=0, "
-                "kind='ticket'); pruned levels and controls keep their masks and records, not their trained "
-                "weights: use weights='rewind' to export this network to retrain"
+                "the results store keeps trained weights only of the tickets (the dense network at level 0); "
+                "controls keep their masks and records: use weights='rewind' to export this network to retrain"
             )
-        return results.dense_weights[trial], results.masks[level][trial]
+        tickets = (
+            results.dense_weights if level == 0 else results.trained_tickets.get(level, NOT_KEPT_TICKETS)
+        )
+        return tickets[trial], results.masks[level][trial]
     members = dict(
         level_members(exp, level, [results.masks[level][trial]], [results.rewind_weights[trial]], [trial])
     )

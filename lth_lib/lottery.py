@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 
 from lth_lib.data import Dataset, load_dataset
-from lth_lib.models import State, initial_state
+from lth_lib.models import State, initial_state, parameter_shapes
 from lth_lib.progress import TrainingBar
 from lth_lib.protocol import Experiment, architecture, rewind_points
 from lth_lib.pruning import Mask, dense_mask, mask_counts, prune_tickets, random_prune, remaining_fraction
@@ -86,6 +86,17 @@ def level_members(exp: Experiment, level: int, masks: list[Mask], start: list[St
             for c in range(exp.control_trials)
         ]
     return members
+
+
+# Trained tickets are kept at every level (`Level.tickets`) for networks of at most this many
+# parameters and buffers (LeNet-300-100, Section 4's ResNet-20, a user's small network; not
+# the Conv networks or VGG-19): 8 MB of float32 per trial and level.
+KEEP_TRAINED_BELOW = 2_000_000
+NOT_KEPT_TICKETS = NotKept(
+    "the trained ticket of this level is not kept: the results store keeps trained tickets only of networks of at "
+    f"most {KEEP_TRAINED_BELOW:,} parameters, at levels trained since it keeps them, and the portable store none; "
+    "export it with weights='rewind' and retrain it, or train the experiment in a results store"
+)
 
 
 class NothingStoredError(LookupError):
@@ -233,6 +244,7 @@ class _Walk:
     done: list[int] = field(default_factory=list)
     records: list[Record] = field(default_factory=list)
     masks: dict[int, list[Mask] | NotKept] = field(default_factory=dict)  # each level's ticket masks
+    tickets: dict[int, list[State] | NotKept] = field(default_factory=dict)  # each level's trained tickets
     bar: TrainingBar | None = None  # the progress bar of its training, once it trains
 
     @functools.cached_property
@@ -270,6 +282,8 @@ class _Walk:
         self.records += stored.records
         if level == 0:
             self.dense, self.rewind = stored.dense, stored.rewind
+        trained = stored.dense if level == 0 else stored.tickets
+        self.tickets[level] = NOT_KEPT_TICKETS if trained is None else trained
         self.next_masks = stored.next_masks
 
 
@@ -370,17 +384,23 @@ def _train_job(setup: _Run, walked: _Walk, job: Job, remaining: int) -> list[Lev
     pruned = {level: prune_tickets(exp, tickets[level], masks[level]) for level in job.levels
               if level == 0 or exp.pruning.strategy == "iterative"}  # fmt: skip
     k = exp.pruning.rewind_iteration
-    return [_level(level, ours[level], tickets[level], pruned.get(level), trained, k) for level in job.levels]
+    keep = sum(shape.numel() for shape in parameter_shapes(exp.network).values()) <= KEEP_TRAINED_BELOW
+    return [
+        _level(level, ours[level], tickets[level], pruned.get(level), trained, k, keep)
+        for level in job.levels
+    ]
 
 
 def _level(level: int, ours: list[tuple[Label, Member, TrainResult]], tickets: list[State],
-           next_masks: list[Mask] | None, trained: dict, rewind_iteration: int) -> Level:  # fmt: skip
+           next_masks: list[Mask] | None, trained: dict, rewind_iteration: int, keep_tickets: bool) -> Level:  # fmt: skip
     """One trained level as the store keeps it: its records, the masks pruned from its
-    tickets (level 0, iterative), and at level 0 the trained dense networks, their weights
-    at every rewind point and at `rewind_iteration` (late rewinding) as the rewind weights."""
+    tickets (level 0, iterative), at level 0 the trained dense networks, their weights at
+    every rewind point and at `rewind_iteration` (late rewinding) as the rewind weights,
+    and above level 0 the trained tickets, if `keep_tickets`."""
     stored = Level(
-        [_record(label, member.mask, result) for label, member, result in ours], next_masks, trained=trained
-    )
+        [_record(label, member.mask, result) for label, member, result in ours], next_masks, trained=trained,
+        tickets=tickets if level and keep_tickets else None,
+    )  # fmt: skip
     if level == 0:
         stored.dense = tickets
         stored.snapshots = [{k: {name: value.cpu() for name, value in weights.items()} for k, weights in result.snapshots.items()}
@@ -422,5 +442,7 @@ def _results(setup: _Run, walks: list[_Walk]) -> Results:
             "run it with training=True"
         )
     masks = {level: concatenated([w.masks[level] for w in walks]) for level in range(levels)}
+    tickets = {level: concatenated([w.tickets[level] for w in walks]) for level in range(levels)}
     return Results(exp, records, stores.directory, concatenated([w.theta0 for w in walks]),
-                   concatenated([w.start for w in walks]), concatenated([w.dense for w in walks]), masks)  # fmt: skip
+                   concatenated([w.start for w in walks]), concatenated([w.dense for w in walks]), masks,
+                   tickets)  # fmt: skip

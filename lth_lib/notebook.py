@@ -265,7 +265,9 @@ DRAWINGS: dict[str, Callable[[NotebookParameters, str], dict[str, Experiment]]] 
     # train at (`protocol.warmup_experiment`), each beside random reinitialisation
     "no warm-up": lambda params, network: {"no warm-up": params.experiment(network, controls=("reinit",))},
     "warm-up": lambda params, network: {
-        "warm-up": warmup_experiment(network, params.scale, controls=("reinit",), **params._protocol_for(network))
+        "warm-up": warmup_experiment(
+            network, params.scale, controls=("reinit",), **params._protocol_for(network)
+        )
     },
     "late rewinding": _late_rewinding,
 }

@@ -174,6 +174,10 @@ NOT_KEPT = {
         )
         for name, what in (("dense", "trained dense weights"), ("rewind", "weights at the rewind iteration"))
     },
+    "tickets": NotKept(
+        "the trained tickets are not kept: a portable store keeps no trained weights beyond level 0; the results "
+        "store that trained them keeps them for small networks"
+    ),
 }
 
 
@@ -190,7 +194,8 @@ def read_level(directory: Path, level: int) -> Level | None:
             if (meta["format"], meta["version"], meta["level"]) != (FORMAT, VERSION, level):
                 return None
             return Level(_records(arrays, meta), _masks(arrays, meta), *(_weights(arrays, name, level) for name in (
-                "dense", "rewind")), trained=meta.get("trained") or None)  # fmt: skip
+                "dense", "rewind")), trained=meta.get("trained") or None,
+                tickets=NOT_KEPT["tickets"] if level else None)  # fmt: skip
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
@@ -222,7 +227,9 @@ def _weights(arrays, name: str, level: int) -> list | NotKept | None:
     if not keys:
         return NOT_KEPT[name] if level == 0 else None
     trials = len(arrays[keys[0]])
-    return [{k.split(".", 1)[1]: torch.from_numpy(np.array(arrays[k][t])) for k in keys} for t in range(trials)]
+    return [
+        {k.split(".", 1)[1]: torch.from_numpy(np.array(arrays[k][t])) for k in keys} for t in range(trials)
+    ]
 
 
 def experiment_of(directory: Path) -> Experiment:

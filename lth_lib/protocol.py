@@ -25,9 +25,9 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import importlib
 import json
 import os
-import importlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
@@ -245,7 +245,14 @@ _CONV_SMOKE = {
     "trials": 1,
     "control_trials": 1,
 }
-_DEEP_SMOKE = {"iterations": 2, "eval_every": 1, "eval_examples": 40, "rounds": 1, "trials": 1, "control_trials": 1}
+_DEEP_SMOKE = {
+    "iterations": 2,
+    "eval_every": 1,
+    "eval_examples": 40,
+    "rounds": 1,
+    "trials": 1,
+    "control_trials": 1,
+}
 NETWORKS: dict[str, NetworkProtocol] = {
     "lenet300": NetworkProtocol(
         architecture=Architecture(dataset="mnist", input_shape=(784,), layers=(Dense(300), Dense(100), Dense(10))),
@@ -327,7 +334,9 @@ def register_network(name: str, protocol: NetworkProtocol, replace: bool = False
     if name in NETWORKS and not replace:
         raise ValueError(f"network {name!r} is registered already; pass replace=True to replace it")
     if protocol.architecture.dataset not in DATASETS:
-        raise ValueError(f"unknown data set {protocol.architecture.dataset!r}; choose one of: {', '.join(DATASETS)}")
+        raise ValueError(
+            f"unknown data set {protocol.architecture.dataset!r}; choose one of: {', '.join(DATASETS)}"
+        )
     NETWORKS[name] = protocol
 
 
@@ -396,11 +405,17 @@ class TrainingHparams:
             raise ValueError(f"lr must be positive, got {self.lr}")
         _choice("optimizer", self.optimizer, OPTIMIZERS)
         if not 0.0 <= self.momentum < 1.0 or self.weight_decay < 0:
-            raise ValueError(f"need 0 <= momentum < 1 and weight_decay >= 0, got {self.momentum}, {self.weight_decay}")
+            raise ValueError(
+                f"need 0 <= momentum < 1 and weight_decay >= 0, got {self.momentum}, {self.weight_decay}"
+            )
         if self.optimizer == "adam" and (self.momentum or self.weight_decay):
             raise ValueError("momentum and weight_decay are SGD's: Adam runs as the paper's, without them")
-        if list(self.lr_drops) != sorted(set(self.lr_drops)) or any(not 0 < d < self.iterations for d in self.lr_drops):
-            raise ValueError(f"lr_drops must be increasing iterations in (0, {self.iterations}), got {self.lr_drops}")
+        if list(self.lr_drops) != sorted(set(self.lr_drops)) or any(
+            not 0 < d < self.iterations for d in self.lr_drops
+        ):
+            raise ValueError(
+                f"lr_drops must be increasing iterations in (0, {self.iterations}), got {self.lr_drops}"
+            )
         if self.warmup < 0:
             raise ValueError(f"warmup must be non-negative, got {self.warmup}")
         if self.eval_examples is not None and self.eval_examples <= 0:
@@ -587,7 +602,9 @@ def paper_experiment(network: str, **overrides) -> Experiment:
         sections[PARAMETERS[key]][key] = value
     training = sections["training"]
     if "lr_drops" not in overrides:  # the drops keep their share of training
-        training["lr_drops"] = scaled_iterations(protocol.lr_drops, training["iterations"], protocol.iterations)
+        training["lr_drops"] = scaled_iterations(
+            protocol.lr_drops, training["iterations"], protocol.iterations
+        )
     pruning = sections["pruning"]
     pruning.setdefault("output_rate", output_rate(pruning["fc_rate"]))
     return Experiment(

@@ -134,19 +134,32 @@ def unpack_mask(packed: dict) -> Mask:
 def pruning_schedule(exp: Experiment) -> str:
     """The weights each layer keeps at every level of `exp`, as a fixed-width table.
 
-    Layer-wise pruning keeps exactly these counts (global pruning keeps the same total
-    but lets the split between layers float)."""
+    Layer-wise pruning keeps exactly these counts. Global pruning keeps the same total but
+    lets the split between its layers float, so its table has one column for the layers
+    it pools and one for those it leaves whole."""
     counts = count_prunable(exp.network)
+    rates = exp.rates
+    if exp.pruning.scope == "global":
+        pooled = [layer for layer in counts if rates[layer] > 0]
+        whole = [layer for layer in counts if rates[layer] == 0]
+        rate = max(rates[layer] for layer in pooled)
+        sums = {"pruned": pooled, "not pruned": whole}
+        counts = {column: sum(counts[layer] for layer in layers) for column, layers in sums.items() if layers}
+        rates = {"pruned": rate, "not pruned": 0.0}
+        header = f"global: {len(pooled)} layers pooled at {rate:g} per round" + (
+            f"; not pruned: {', '.join(whole)}" if whole else ""
+        )
+    else:
+        header = "rates per round: " + ", ".join(f"{layer} {rate:g}" for layer, rate in rates.items())
     layers = list(counts)
     rows = [f"{'level':>5}" + "".join(f"{layer:>11}" for layer in layers) + f"{'total':>11}{'percent':>9}"]
     total = sum(counts.values())
     for level in range(exp.pruning.rounds + 1):
-        left = surviving_counts(counts, exp.rates, level)
+        left = surviving_counts(counts, rates, level)
         kept = sum(left.values())
         rows.append(
             f"{level:>5}"
             + "".join(f"{left[layer]:>11,}" for layer in layers)
             + f"{kept:>11,}{100 * kept / total:>8.2f}%"
         )
-    rates = ", ".join(f"{layer} {rate:g}" for layer, rate in exp.rates.items())
-    return f"rates per round: {rates}\n" + "\n".join(rows)
+    return header + "\n" + "\n".join(rows)

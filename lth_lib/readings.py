@@ -940,7 +940,9 @@ def _deeper(f: Facts) -> Reading:
             slack = 0.0 if drawing == "warm-up" else MATCHING
             matched = sum(r["acc_mean"] >= dense["acc_mean"] - slack for r in levels)
             e = f.experiment(network, drawing)
-            training = f"lr {e['lr']:g}" + (f", k = {e['rewind_iteration']:,}" if e["rewind_iteration"] else "")
+            training = f"lr {e['lr']:g}" + (
+                f", k = {e['rewind_iteration']:,}" if e["rewind_iteration"] else ""
+            )
             where = f"down to {kept(down_to)}" if down_to else "at every level"
             claims.append(Claim(
                 f"{name}, {drawing} ({'the paper' if drawing == 'warm-up' else 'Frankle et al. 2020'}): tickets "
@@ -953,12 +955,13 @@ def _deeper(f: Facts) -> Reading:
                 reinit = f.row(network, drawing, last["level"], "reinit")
                 text.append(
                     f"{drawing}: dense {pct(dense['acc_mean'])}, tickets at {kept(last['percent'])} "
-                    f"{pct(last['acc_mean'])}" + (f" (reinitialised {pct(reinit['acc_mean'])})" if reinit else "")
+                    f"{pct(last['acc_mean'])}"
+                    + (f" (reinitialised {pct(reinit['acc_mean'])})" if reinit else "")
                 )
         shows.append(f"**{name}** ({_coverage(f, network, 'no warm-up')}): " + "; ".join(text) + ".")
     return Reading(
         "At the usual learning rate (SGD 0.1, momentum 0.9), iterative pruning finds no winning tickets for VGG-19 "
-        "and the CIFAR ResNet (ResNet-20, the paper's \"ResNet-18\"): the pruned networks do no better than their "
+        'and the CIFAR ResNet (ResNet-20, the paper\'s "ResNet-18"): the pruned networks do no better than their '
         "masks randomly reinitialised. With linear learning-rate warm-up (VGG-19 at 0.1 over 10,000 iterations, "
         "ResNet at 0.03 over 20,000) winning tickets are found down to 1.5% (VGG-19) and 11.8% (ResNet) of the "
         "weights. The follow-up (Frankle et al. 2020) finds matching tickets at the usual rate by rewinding to an "
@@ -1081,12 +1084,44 @@ def coverage_text(root: Path | None = None) -> str:
     return "; ".join(out) + "." if out else "nothing yet."
 
 
+def section4_cost_text() -> str:
+    """What the `deeper` notebook's paper scale asks of a GPU, from the protocol alone: per
+    network, the training steps of its experiments (the dense level once: late rewinding
+    reuses the one trained without warm-up) and their model FLOPs (3 x the forward pass's
+    multiply-adds x 2 per example, as `benchmarks/bench.py` counts them)."""
+    from lth_lib.models import multiply_adds
+    from lth_lib.notebook import NotebookParameters
+
+    out = []
+    for network, drawn in NotebookParameters("deeper", "paper").experiments().items():
+        steps, dense = 0, set()
+        for exp in drawn.values():
+            t, p = exp.training, exp.pruning
+            key = (t.lr, t.warmup)
+            if key not in dense:
+                dense.add(key)
+                steps += exp.trials * t.iterations
+            steps += p.rounds * exp.trials * (1 + len(exp.controls) * exp.control_trials) * (
+                t.iterations - p.rewind_iteration)  # fmt: skip
+        batch = next(iter(drawn.values())).training.batch_size
+        flops = steps * batch * 6 * multiply_adds(network)
+        out.append(
+            f"{NAMES[network]}: {steps / 1e6:,.1f} million training steps of batch {batch}, "
+            f"{flops / 1e18:,.1f} x 10^18 FLOPs"
+        )
+    return "; ".join(out) + "."
+
+
 def cog_section(notebook: str) -> None:
     """Write `readme_section(notebook)` into a cog block (the README's generated readings);
-    "coverage": `coverage_text()`; "rule": `RULE`."""
+    "coverage": `coverage_text()`; "rule": `RULE`; "section4-cost": `section4_cost_text()`."""
     import cog
 
-    special = {"coverage": coverage_text, "rule": lambda: f"Verdicts: {RULE}"}
+    special = {
+        "coverage": coverage_text,
+        "rule": lambda: f"Verdicts: {RULE}",
+        "section4-cost": section4_cost_text,
+    }
     cog.outl(special[notebook]() if notebook in special else readme_section(notebook))
 
 

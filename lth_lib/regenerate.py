@@ -446,7 +446,8 @@ def parser() -> argparse.ArgumentParser:
     """The command line."""
     parser = argparse.ArgumentParser(prog="python -m lth_lib.regenerate", description=__doc__.split("\n")[0])
     parser.add_argument(
-        "notebooks", nargs="*",
+        "notebooks",
+        nargs="*",
         help=f"which to run (default: the main job, {', '.join(main_job())}; also: "
         f"{', '.join(sorted(set(notebook_names()) - set(main_job())))})",
     )

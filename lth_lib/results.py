@@ -87,6 +87,9 @@ class Level:
     # level 0 as trained: each trial's weights at every rewind point ({k: weights}), which
     # only the shared dense store keeps (`lth_lib.store.DenseStore`)
     snapshots: list[dict[int, State]] | None = None
+    # levels above 0: each trial's trained ticket where the network is small
+    # (`lottery.KEEP_TRAINED_BELOW`); the results store keeps them, the portable store not
+    tickets: list[State] | NotKept | None = None
 
     @property
     def trials(self) -> list[int]:
@@ -105,7 +108,7 @@ class Level:
 
         records = [r for t in trials for r in self.records if r.trial == t]
         return Level(records, pick(self.next_masks), pick(self.dense), pick(self.rewind), self.trained,
-                     pick(self.snapshots))  # fmt: skip
+                     pick(self.snapshots), pick(self.tickets))  # fmt: skip
 
     @classmethod
     def join(cls, levels: list[Level]) -> Level:
@@ -117,7 +120,7 @@ class Level:
 
         records = [r for level in levels for r in level.records]
         return cls(records, joined("next_masks"), joined("dense"), joined("rewind"), _joined_training(levels),
-                   joined("snapshots"))  # fmt: skip
+                   joined("snapshots"), joined("tickets"))  # fmt: skip
 
     def filled_from(self, other: Level | None) -> Level:
         """This level with what it does not keep taken from `other`, the same level from
@@ -129,7 +132,8 @@ class Level:
             ours = getattr(self, name)
             return getattr(other, name) if isinstance(ours, NotKept) else ours
 
-        return Level(self.records, fill("next_masks"), fill("dense"), fill("rewind"), self.trained)
+        return Level(self.records, fill("next_masks"), fill("dense"), fill("rewind"), self.trained,
+                     tickets=fill("tickets"))  # fmt: skip
 
 
 def concatenated(parts: list) -> list | NotKept | None:
@@ -168,6 +172,8 @@ class Results:
     rewind_weights: list[State] | NotKept  # each trial's weights at the rewind iteration k (theta_0 if k = 0)
     dense_weights: list[State] | NotKept  # each trial's trained dense network (level 0)
     masks: dict[int, list[Mask] | NotKept]  # level -> each trial's ticket mask
+    # level -> each trial's trained ticket (level 0: the dense network), where kept
+    trained_tickets: dict[int, list[State] | NotKept] = field(default_factory=dict)
 
     def table(self) -> pd.DataFrame:
         """One row per trained member and level."""

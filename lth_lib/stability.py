@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from lth_lib.data import Dataset, load_dataset, test_subset
-from lth_lib.models import Network
+from lth_lib.models import ModuleStack, Network, stacked
 from lth_lib.paths import atomic_write
 from lth_lib.protocol import INTERPOLATION_POINTS, architecture
 from lth_lib.results import Results
@@ -29,21 +29,29 @@ from lth_lib.seeding import derive_seed
 from lth_lib.train import Member, default_device, device_name, evaluate, train
 
 
-def interpolate(network: Network, first: int, second: int, points: int = INTERPOLATION_POINTS) -> Network:
+def interpolate(network: Network | ModuleStack, first: int, second: int, points: int = INTERPOLATION_POINTS
+                ) -> Network | ModuleStack:  # fmt: skip
     """A `points`-member network whose member i is (1 - a_i) W_first + a_i W_second, with
-    a_i evenly spaced from 0 to 1 (member 0 is `first`, the last is `second`)."""
+    a_i evenly spaced from 0 to 1 (member 0 is `first`, the last is `second`). A module's
+    floating-point buffers (batch normalisation's running statistics) are interpolated
+    alike; integer ones (its batch count) are `first`'s."""
     if points < 2:
         raise ValueError(f"points must be at least 2, got {points}")
     alphas = torch.linspace(0, 1, points)
-    line = Network(network.name, members=points).to(next(network.parameters()).device)
+    line = stacked(network.name, members=points).to(next(network.parameters()).device)
     with torch.no_grad():
-        for ours, p in zip(line.parameters(), network.parameters()):
+        ends = network.member_tensors()
+        for name, ours in line.member_tensors().items():
+            p = ends[name]
+            if not p.is_floating_point():
+                ours.copy_(p[first].expand_as(ours))
+                continue
             a = alphas.to(p.device).view(-1, *[1] * (p.dim() - 1))
             ours.copy_((1 - a) * p[first] + a * p[second])
     return line
 
 
-def error_rates(network: Network, x_all: torch.Tensor, y_all: torch.Tensor, idx: torch.Tensor | None = None
+def error_rates(network: Network | ModuleStack, x_all: torch.Tensor, y_all: torch.Tensor, idx: torch.Tensor | None = None
                 ) -> list[float]:  # fmt: skip
     """Each member's error rate on the examples `idx` (default: all) of (x_all, y_all),
     shared by all members (`train.evaluate`, as training evaluates)."""
@@ -52,7 +60,7 @@ def error_rates(network: Network, x_all: torch.Tensor, y_all: torch.Tensor, idx:
     return ((idx.shape[-1] - correct) / idx.shape[-1]).tolist()
 
 
-def interpolation_errors(network: Network, first: int, second: int, x_all: torch.Tensor, y_all: torch.Tensor,
+def interpolation_errors(network: Network | ModuleStack, first: int, second: int, x_all: torch.Tensor, y_all: torch.Tensor,
                          idx: torch.Tensor | None = None, points: int = INTERPOLATION_POINTS) -> list[float]:  # fmt: skip
     """The error on the examples `idx` (default: all) of (x_all, y_all) at `points` evenly
     spaced points of the line from member `first` to member `second` of a stacked `network`."""
@@ -115,7 +123,7 @@ def stability(results: Results, level: int, data: Dataset | None = None, trial: 
     started = time.monotonic()
     trained = [r for at in range(0, 2, max_members)
                for r in train(exp.network, copies[at : at + max_members], data, exp.training, start_iteration=k)]  # fmt: skip
-    pair = Network(exp.network, members=2).to(data.test_x.device)
+    pair = stacked(exp.network, members=2).to(data.test_x.device)
     pair.load_members([r.final_weights for r in trained])
     idx = test_subset(len(data.test_x), exp.training.eval_examples).to(data.test_x.device)
     errors = interpolation_errors(pair, 0, 1, data.test_x, data.test_y, idx)

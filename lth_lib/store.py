@@ -332,7 +332,7 @@ def sync(results_dir: Path, portable: Path) -> list[Path]:
 def _save_file(folder: Path, level: int, stored: Level) -> None:
     tensors = {"next_masks": None if stored.next_masks is None else [pack_mask(m) for m in stored.next_masks],
                "dense": stored.dense, "rewind": stored.rewind, "trained": stored.trained,
-               "snapshots": stored.snapshots}  # fmt: skip
+               "snapshots": stored.snapshots, "tickets": stored.tickets}  # fmt: skip
     buffer = io.BytesIO()
     torch.save({key: value for key, value in tensors.items() if value is not None}, buffer)
     blob = buffer.getvalue()
@@ -359,7 +359,7 @@ def _load_file(folder: Path, level: int) -> Level | None:
         masks = tensors.get("next_masks")
         return Level(records, None if masks is None else [unpack_mask(m) for m in masks],
                      tensors.get("dense"), tensors.get("rewind"), tensors.get("trained"),
-                     tensors.get("snapshots"))  # fmt: skip
+                     tensors.get("snapshots"), tensors.get("tickets"))  # fmt: skip
     except (OSError, ValueError, KeyError, TypeError, RuntimeError):
         return None
 

@@ -183,7 +183,13 @@ class TrainStep:
         ]
         seeds = [m.noise_seed for m in members]
         augment = isinstance(lr, TrainingHparams) and lr.augment
-        return cls(network, masks, lr, dropout=(dropout, seeds) if dropout else None, augment=seeds if augment else None)
+        return cls(
+            network,
+            masks,
+            lr,
+            dropout=(dropout, seeds) if dropout else None,
+            augment=seeds if augment else None,
+        )
 
     def __init__(self, network: Network | ModuleStack, masks: list[torch.Tensor], lr: float | TrainingHparams,
                  manual: bool | None = None, dropout: tuple[float, list[int]] | None = None,
@@ -291,7 +297,9 @@ class TrainStep:
         the parameters and Adam's state; both are put back afterwards, so training is
         unchanged. Replays read `x_all`/`y_all` as they were captured."""
         idx = torch.zeros(self.network.members, batch, dtype=torch.long, device=x_all.device)
-        state = self.params + self.exp_avgs + self.exp_avg_sqs + [self.step_count] + list(self.network.buffers())
+        state = (
+            self.params + self.exp_avgs + self.exp_avg_sqs + [self.step_count] + list(self.network.buffers())
+        )
         saved = [t.detach().clone() for t in state]
         side = torch.cuda.Stream(x_all.device)
         side.wait_stream(torch.cuda.current_stream(x_all.device))

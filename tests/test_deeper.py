@@ -54,7 +54,9 @@ def test_prunable_counts_match_the_paper(name):
 
 
 def test_resnet_has_twenty_weight_layers_and_vgg_nineteen():
-    assert len(count_prunable("vgg19")) == 16 + 1  # 16 convolutions, one dense (VGG-19 counts 3 fc of ImageNet's)
+    assert (
+        len(count_prunable("vgg19")) == 16 + 1
+    )  # 16 convolutions, one dense (VGG-19 counts 3 fc of ImageNet's)
     layers = [layer for layer in count_prunable("resnet20") if "shortcut" not in layer]
     assert len(layers) == 20
     assert multiply_adds("resnet20") > 40e6 and multiply_adds("vgg19") > 390e6  # per example, forward
@@ -109,10 +111,18 @@ def test_a_users_network_finds_a_ticket_exports_it_and_retrains_it_in_plain_pyto
     )
     # trained weights of BN in the stored dense network: its running statistics moved
     dense = results.dense_weights[0]
-    assert dense["bn.num_batches_tracked"].item() == 40 and not torch.equal(dense["bn.running_var"], torch.ones(8))
+    assert dense["bn.num_batches_tracked"].item() == 40 and not torch.equal(
+        dense["bn.running_var"], torch.ones(8)
+    )
     # resume: a second run trains nothing and reads the same records
     again = run(exp, cifar_shaped(), results_root=tmp_path, progress=False, training=False)
     assert again.records == results.records
+
+    trained = export_ticket(results, level=2, weights="trained")  # the trained ticket, kept: a small network
+    assert torch.equal(trained.bn.running_mean, results.trained_tickets[2][0]["bn.running_mean"])
+    assert (
+        torch.count_nonzero(trained.conv.weight[~mask["conv"]]) == 0 and trained.bn.num_batches_tracked == 40
+    )
 
     ticket = export_ticket(results, level=2)
     assert isinstance(ticket, TinyBN)
@@ -207,12 +217,14 @@ def test_global_pruning_pools_the_pruned_layers_and_leaves_the_others_whole():
     mask = magnitude_prune(weights, dense_mask("resnet20"), exp.rates, rounds=2, scope="global")
     pooled = [layer for layer, rate in exp.rates.items() if rate]
     total = sum(weights[layer].numel() for layer in pooled)
-    assert sum(mask_counts({layer: mask[layer] for layer in pooled}).values()) == total - round(0.2 * total) - round(
-        0.2 * (total - round(0.2 * total))
-    )
+    assert sum(mask_counts({layer: mask[layer] for layer in pooled}).values()) == total - round(
+        0.2 * total
+    ) - round(0.2 * (total - round(0.2 * total)))
     assert all(torch.all(mask[layer]) for layer, rate in exp.rates.items() if not rate)
     threshold = min(weights[layer][mask[layer]].abs().min() for layer in pooled)
-    assert all(torch.all(weights[layer][~mask[layer]].abs() <= threshold) for layer in pooled)  # one threshold
+    assert all(
+        torch.all(weights[layer][~mask[layer]].abs() <= threshold) for layer in pooled
+    )  # one threshold
     counts = mask_counts(mask)
     assert len({counts[layer] / weights[layer].numel() for layer in pooled}) > 1  # the split floats
 
@@ -261,3 +273,22 @@ def test_module_init_is_the_modules_own_drawn_from_the_seed():
         assert torch.equal(stack.member_states()[1]["conv.weight"], c["conv.weight"])
     finally:
         del NETWORKS["tiny_module_init"]
+
+
+def test_a_modules_stability_interpolates_its_batch_statistics_too(tiny_bn, tmp_path):
+    from lth_lib.stability import interpolate, stability
+
+    exp = paper_experiment(tiny_bn, rounds=1, iterations=20, eval_examples=100)
+    data = cifar_shaped()
+    results = run(exp, data, results_root=tmp_path, progress=False)
+    point = stability(results, level=1, data=data)
+    assert len(point.errors) == 30 and point.instability >= 0
+    pair = stacked(tiny_bn, 2)
+    pair.load_members([results.trained_tickets[1][0], results.dense_weights[0]])
+    line = interpolate(pair, 0, 1, points=3)
+    middle = line.member_states()[1]
+    ends = [results.trained_tickets[1][0], results.dense_weights[0]]
+    torch.testing.assert_close(
+        middle["bn.running_mean"], (ends[0]["bn.running_mean"] + ends[1]["bn.running_mean"]) / 2
+    )
+    assert middle["bn.num_batches_tracked"] == ends[0]["bn.num_batches_tracked"]

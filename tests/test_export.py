@@ -101,6 +101,15 @@ def test_export_computes_what_the_stacked_network_computes_for_that_member(name,
         torch.testing.assert_close(dense(x), expected[0], rtol=1e-5, atol=1e-6)
         torch.testing.assert_close(ticket(x), expected[1], rtol=1e-5, atol=1e-6)
     assert isinstance(ticket, nn.Sequential) and str(ticket) == str(plain_network(results.experiment.network))
+    if name == "lenet":  # small enough for the store to keep its trained tickets
+        trained = export_ticket(results, level=level, trial=trial, weights="trained")
+        state = results.trained_tickets[level][trial]
+        expected = network_output(results, [state], [results.masks[level][trial]], x)
+        with torch.no_grad():
+            torch.testing.assert_close(trained(x), expected[0], rtol=1e-5, atol=1e-6)
+    else:  # Conv-2's 4.3M weights: too large to keep at every level
+        with pytest.raises(NotKeptError, match="trained ticket of this level is not kept"):
+            export_ticket(results, level=level, trial=trial, weights="trained")
 
 
 def test_each_layer_is_exactly_as_sparse_as_its_mask(lenet):
@@ -222,7 +231,10 @@ def test_training_the_masked_export_keeps_pruned_weights_zero(optimizer, lenet, 
         ({"level": 0, "kind": "reinit"}, r"kind at level 0 must be one of 'ticket'; got 'reinit'"),
         ({"level": 1, "kind": "reinit", "control": 1}, r"control index of a reinit must be one of 0; got 1"),
         ({"level": 1, "weights": "final"}, r"weights must be one of 'rewind', 'trained'"),
-        ({"level": 1, "weights": "trained"}, r"trained weights only of each trial's dense network \(level=0"),
+        (
+            {"level": 1, "kind": "reinit", "weights": "trained"},
+            r"trained weights only of the tickets \(the dense network at level 0\)",
+        ),
     ],
 )
 def test_what_cannot_be_exported_is_a_clear_error(arguments, message, lenet):
@@ -239,6 +251,11 @@ def test_what_cannot_be_exported_is_a_clear_error(arguments, message, lenet):
             "trained dense weights are not kept",
         ),
         ({"masks": {0: None, 1: None, 2: NOT_KEPT["next_masks"]}}, {"level": 2}, "ticket masks are not kept"),
+        (
+            {"trained_tickets": {2: NOT_KEPT["tickets"]}},
+            {"level": 2, "weights": "trained"},
+            "the trained tickets are not kept",
+        ),
         (
             {"rewind_weights": NOT_KEPT["rewind"]},
             {"level": 1},

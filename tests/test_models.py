@@ -67,7 +67,9 @@ def test_dropout_masks_come_from_each_members_seed_and_the_step():
 
 
 def test_unknown_network_lists_known_ones():
-    with pytest.raises(ValueError, match="unknown network 'lenet5'.*conv2, conv4, conv6, lenet300, resnet20, vgg19"):
+    with pytest.raises(
+        ValueError, match="unknown network 'lenet5'.*conv2, conv4, conv6, lenet300, resnet20, vgg19"
+    ):
         Network("lenet5")
 
 

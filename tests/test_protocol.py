@@ -210,12 +210,23 @@ def test_the_protocol_matches_the_paper():
 def test_section_4_protocol_matches_the_paper():
     """Figure 2's table and Appendix I.2-I.5 of arXiv 1803.03635v5."""
     vgg, resnet = paper_experiment("vgg19"), paper_experiment("resnet20")
-    assert (vgg.training.iterations, vgg.training.batch_size, vgg.training.lr_drops) == (112_480, 64, (56_240, 84_360))
+    assert (vgg.training.iterations, vgg.training.batch_size, vgg.training.lr_drops) == (
+        112_480,
+        64,
+        (56_240, 84_360),
+    )
     assert (resnet.training.iterations, resnet.training.batch_size, resnet.training.lr_drops) == (
         30_000, 128, (20_000, 25_000))  # fmt: skip
     for exp in (vgg, resnet):
         t = exp.training
-        assert (t.optimizer, t.lr, t.momentum, t.weight_decay, t.warmup, t.augment) == ("sgd", 0.1, 0.9, 1e-4, 0, True)
+        assert (t.optimizer, t.lr, t.momentum, t.weight_decay, t.warmup, t.augment) == (
+            "sgd",
+            0.1,
+            0.9,
+            1e-4,
+            0,
+            True,
+        )
         assert exp.pruning.scope == "global" and set(exp.rates.values()) == {0.2, 0.0}
     assert [layer for layer, rate in vgg.rates.items() if not rate] == ["fc"]
     assert [layer for layer, rate in resnet.rates.items() if not rate] == [
