@@ -1,5 +1,6 @@
 """The lean training step (lth_lib.train.TrainStep) against plain autograd + torch.optim.Adam."""
 
+import pytest
 import torch
 import torch.nn.functional as F
 from helpers import initialized_network
@@ -86,3 +87,37 @@ def test_conv_step_runs_and_keeps_masks():
     assert any(not torch.equal(a, b) for a, b in zip(before, net.parameters()))
     for w, m in zip(net.prunable().values(), masks):
         assert torch.count_nonzero(w[m == 0]) == 0
+
+
+def test_adams_warmup_and_drops_are_torch_optims_lambda_lr(synthetic):
+    """Adam with a schedule (a tensor learning rate on the device) against
+    torch.optim.Adam(fused=True) with LambdaLR: step t at lr * min(1, (t + 1) / warmup) *
+    0.1 ** (drops at or before t)."""
+    from lth_lib.protocol import TrainingHparams
+
+    steps, lr = 8, 1e-3
+    hparams = TrainingHparams(iterations=steps + 1, lr=lr, warmup=3, lr_drops=(5,))
+    idx = torch.randint(0, len(synthetic.train_x), (steps, 1, 60), generator=torch.Generator().manual_seed(2))
+    ours, ref = initialized_network("lenet300", [0]), initialized_network("lenet300", [0])
+    masks = _masks(ours)
+    step = TrainStep(ours, masks, hparams)
+    weights = list(ref.prunable().values())
+    with torch.no_grad():
+        torch._foreach_mul_(weights, masks)
+    opt = torch.optim.Adam(ref.parameters(), lr=lr, fused=True)
+    schedule = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: min(1.0, (t + 1) / 3) * 0.1 ** (t >= 5))
+    for i in range(steps):
+        step(synthetic.train_x, synthetic.train_y, idx[i])
+        assert step.lr.item() == pytest.approx(schedule.get_last_lr()[0], rel=1e-6)
+        loss = F.cross_entropy(
+            ref(synthetic.train_x[idx[i]]).flatten(0, 1), synthetic.train_y[idx[i]].flatten()
+        )
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        schedule.step()
+        with torch.no_grad():
+            torch._foreach_mul_(weights, masks)
+    for a, b in zip(ours.parameters(), ref.parameters()):
+        close = torch.isclose(a, b, rtol=1e-4, atol=1e-5)
+        assert close.float().mean() > 0.9999 and (a - b).abs().max() < 1e-3
