@@ -53,12 +53,13 @@ from lth_lib.train import Member, TrainStep, default_device, device_name, float3
 
 def queue(scale: str) -> list[Experiment]:
     """The experiments `advance` trains at `scale`, in order: every experiment the notebooks
-    draw with their default parameters (`notebook.NOTEBOOKS`, in its order), each once,
-    except those a portable store cannot resume from any level (`portable.resumable`:
-    Conv-2's one-shot sweep and its late-rewound tickets, whose dense and rewind weights are
-    too large to travel)."""
+    draw with their default parameters (`notebook.NOTEBOOKS`, in its order; below `paper`
+    scale only the main job's notebooks, so not Section 4's `deeper`), each once, except
+    those a portable store cannot resume from any level (`portable.resumable`: Conv-2's
+    one-shot sweep and its late-rewound tickets, whose dense and rewind weights are too
+    large to travel)."""
     found: dict[str, Experiment] = {}
-    for name in NOTEBOOKS:
+    for name in (n for n, draws in NOTEBOOKS.items() if draws.main_job or scale == "paper"):
         for drawn in NotebookParameters(name, scale).experiments().values():
             for exp in drawn.values():
                 found.setdefault(exp.identity(), exp)

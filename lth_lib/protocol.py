@@ -245,14 +245,11 @@ _CONV_SMOKE = {
     "trials": 1,
     "control_trials": 1,
 }
+# Section 4's smoke scale is a wiring test: a batch of 8 rather than the protocol's 64 or 128
 _DEEP_SMOKE = {
-    "iterations": 2,
-    "eval_every": 1,
-    "eval_examples": 40,
-    "rounds": 1,
-    "trials": 1,
+    "iterations": 2, "eval_every": 1, "eval_examples": 20, "batch_size": 8, "rounds": 1, "trials": 1,
     "control_trials": 1,
-}
+}  # fmt: skip
 NETWORKS: dict[str, NetworkProtocol] = {
     "lenet300": NetworkProtocol(
         architecture=Architecture(dataset="mnist", input_shape=(784,), layers=(Dense(300), Dense(100), Dense(10))),

@@ -292,3 +292,15 @@ def test_a_modules_stability_interpolates_its_batch_statistics_too(tiny_bn, tmp_
         middle["bn.running_mean"], (ends[0]["bn.running_mean"] + ends[1]["bn.running_mean"]) / 2
     )
     assert middle["bn.num_batches_tracked"] == ends[0]["bn.num_batches_tracked"]
+
+
+def test_section_4_is_queued_after_everything_else_at_paper_scale_only():
+    from lth_lib.advance import queue
+
+    paper = [exp.network for exp in queue("paper")]
+    deep = [i for i, network in enumerate(paper) if network in ("resnet20", "vgg19")]
+    assert deep == list(range(len(paper) - len(deep), len(paper))) and len(deep) == 5  # VGG's late rewinding
+    assert not {exp.network for exp in queue("smoke")} & {
+        "resnet20",
+        "vgg19",
+    }  # cannot resume from a portable store

@@ -3,6 +3,7 @@
 import ast
 import base64
 import copy
+import itertools
 import os
 import subprocess
 import sys
@@ -19,6 +20,7 @@ from lth_lib.regenerate import (
     drawn_experiments,
     keep_notebook,
     main,
+    main_job,
     notebook_names,
 )
 
@@ -34,8 +36,9 @@ def notebook(request) -> tuple[str, nbformat.NotebookNode]:
 def test_every_experiment_notebook_is_there():
     assert notebook_names() == [
         "lenet_mnist", "conv_cifar10", "oneshot_vs_iterative", "controls", "weight_travel", "tickets", "dropout",
-        "rewinding",
+        "rewinding", "deeper",
     ]  # fmt: skip
+    assert main_job() == notebook_names()[:-1]  # deeper runs when named
 
 
 def test_each_notebook_has_one_parameters_cell_starting_with_the_scale(notebook):
@@ -354,11 +357,13 @@ def test_only_a_full_regeneration_rewrites_the_timings(tmp_path, monkeypatch, ca
     assert main(common) == 0  # a redraw: nothing trained
     assert not (tmp_path / "timings-smoke.md").exists()
     assert "nothing trained: timings-smoke.md left as it was" in capsys.readouterr().out
-    stores = iter([set(), {tmp_path / "level_000.json"}])  # before and after: a level was trained
+    stores = itertools.cycle([set(), {tmp_path / "level_000.json"}])  # before and after: a level was trained
     monkeypatch.setattr(regenerate, "stored_files", lambda parameters: next(stores))
     assert main(common) == 0
     rows = (tmp_path / "timings-smoke.md").read_text()
-    assert all(f"| {name} | 0m01s | ok |" in rows for name in notebook_names())
+    assert all(f"| {name} | 0m01s | ok |" in rows for name in main_job()) and "deeper" not in rows
+    assert main(["deeper", *common]) == 0  # a notebook outside the main job: timings of its own
+    assert "| deeper | 0m01s | ok |" in (tmp_path / "timings-smoke-deeper.md").read_text()
 
 
 @pytest.mark.parametrize(
