@@ -16,7 +16,9 @@ without augmentation (the paper names none); Section 4's train with `Augment` (r
 from __future__ import annotations
 
 import functools
+import hashlib
 import io
+import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,12 +27,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from lth_lib.paths import env_path
+from lth_lib.paths import atomic_write, env_path
 from lth_lib.protocol import VALIDATION_EXAMPLES
 from lth_lib.seeding import generator, hash32
 
 DATA_ENV = "LTH_DATA"
 DEFAULT_ROOT = Path.home() / ".cache" / "lth" / "data"
+DECODED = Path.home() / ".cache" / "lth" / "decoded"  # JPEG copies decoded once (`_decode_images`)
 
 COPIES = {  # the copies of each data set `data_copy` can find
     "mnist": ("mnist-torchvision",),
@@ -165,17 +168,45 @@ def _torchvision_splits(name: str, base: Path, download: bool) -> tuple:
 
 def _decode_images(files: dict[str, bytes], prefix: str) -> tuple[torch.Tensor, torch.Tensor]:
     """The images under `prefix` (an ImageFolder tree: <prefix><class>/<image>) as NHWC
-    uint8, labelled by sorted class folder."""
+    uint8, labelled by sorted class folder. Decoding CIFAR-10's 60,000 JPEGs takes seconds
+    in every process (each notebook kernel), so the decoded arrays are kept in DECODED
+    under the sha256 of the files they come from, with the sha256 of their own bytes: a
+    cached file that is missing, truncated or corrupted is decoded again, never served."""
+    paths = sorted((p for p in files if p.startswith(prefix)), key=lambda p: p.split("/"))
+    source = hashlib.sha256()
+    for path in paths:
+        source.update(f"{path}\0{len(files[path])}\0".encode())
+        source.update(files[path])
+    cached = DECODED / f"{source.hexdigest()}.npz"
+    try:
+        with np.load(cached) as arrays:
+            images, labels = arrays["images"], arrays["labels"]
+            if hashlib.sha256(images.tobytes() + labels.tobytes()).hexdigest() == str(arrays["sha256"]):
+                return torch.from_numpy(images.copy()), torch.from_numpy(labels.copy())
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+        pass
+    images, labels = _decode(files, paths, prefix)
+    try:
+        buffer = io.BytesIO()
+        digest = hashlib.sha256(images.tobytes() + labels.tobytes()).hexdigest()
+        np.savez(buffer, images=images, labels=labels, sha256=np.array(digest))
+        DECODED.mkdir(parents=True, exist_ok=True)
+        atomic_write(cached, buffer.getvalue())
+    except OSError:  # a cache that cannot be written only costs the next process the decoding
+        pass
+    return torch.from_numpy(images), torch.from_numpy(labels)
+
+
+def _decode(files: dict[str, bytes], paths: list[str], prefix: str) -> tuple[np.ndarray, np.ndarray]:
     from PIL import Image
 
-    paths = sorted((p for p in files if p.startswith(prefix)), key=lambda p: p.split("/"))
     classes = sorted({p[len(prefix) :].split("/")[0] for p in paths})
     images, labels = [], []
     for path in paths:
         with Image.open(io.BytesIO(files[path])) as image:
             images.append(np.asarray(image.convert("RGB")))
         labels.append(classes.index(path[len(prefix) :].split("/")[0]))
-    return torch.from_numpy(np.stack(images)), torch.tensor(labels)
+    return np.stack(images), np.asarray(labels, dtype=np.int64)
 
 
 def _idx(blob: bytes) -> torch.Tensor:

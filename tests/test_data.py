@@ -77,3 +77,32 @@ def test_a_failed_download_says_how_to_use_a_local_copy_and_leaves_no_empty_fold
         ):
             load_dataset(name)
         assert not (tmp_path / "home").exists()
+
+
+def test_decoded_images_are_kept_once_and_a_corrupted_copy_is_decoded_again(tmp_path, monkeypatch):
+    import io
+
+    from lth_lib import data
+
+    monkeypatch.setattr(data, "DECODED", tmp_path / "decoded")
+    files = {}
+    for i, label in enumerate(("cat", "dog", "cat")):
+        buffer = io.BytesIO()
+        Image.fromarray(np.full((4, 4, 3), 40 * i, dtype=np.uint8)).save(buffer, format="JPEG")
+        files[f"CIFAR-10-images/train/{label}/{i}.jpg"] = buffer.getvalue()
+    first = data._decode_images(files, "CIFAR-10-images/train/")
+    [cached] = (tmp_path / "decoded").iterdir()
+    again = data._decode_images(files, "CIFAR-10-images/train/")
+    assert torch.equal(first[0], again[0]) and first[1].tolist() == again[1].tolist() == [0, 0, 1]
+    with np.load(cached) as arrays:  # a cached copy whose images were changed is not served
+        images = arrays["images"].copy()
+        images[0, 0, 0, 0] ^= 0xFF
+        np.savez(cached, images=images, labels=arrays["labels"], sha256=arrays["sha256"])
+    assert torch.equal(data._decode_images(files, "CIFAR-10-images/train/")[0], first[0])
+    cached.write_bytes(cached.read_bytes()[:100])  # truncated
+    assert torch.equal(data._decode_images(files, "CIFAR-10-images/train/")[0], first[0])
+    files["CIFAR-10-images/train/dog/1.jpg"] = files[
+        "CIFAR-10-images/train/cat/0.jpg"
+    ]  # other files: another key
+    assert not torch.equal(data._decode_images(files, "CIFAR-10-images/train/")[0], first[0])
+    assert len(list((tmp_path / "decoded").iterdir())) == 2
