@@ -141,8 +141,7 @@ class Network(nn.Module):
 
     def member_states(self) -> list[State]:
         """Each member's tensors as a {name: tensor} copy, without the member dimension."""
-        tensors = self.member_tensors().items()
-        return [{name: t[k].detach().clone() for name, t in tensors} for k in range(self.members)]
+        return _member_states(self)
 
     def forward(self, x: torch.Tensor, dropout: Dropout | None = None) -> torch.Tensor:
         """Logits [K, B, classes]; `dropout` (training only) drops hidden fc units."""
@@ -207,8 +206,7 @@ class ModuleStack(nn.Module):
 
     def member_states(self) -> list[State]:
         """Each member's parameters and buffers as a {name: tensor} copy."""
-        tensors = self.member_tensors().items()
-        return [{name: t[k].detach().clone() for name, t in tensors} for k in range(self.members)]
+        return _member_states(self)
 
     def forward(self, x: torch.Tensor, dropout: Dropout | None = None) -> torch.Tensor:
         """Logits [K, B, classes] of input [K, B, *input_shape] (or [B, ...] shared by all)."""
@@ -228,6 +226,11 @@ class ModuleStack(nn.Module):
     def load_members(self, states: list[State]) -> None:
         """Set member k's parameters and buffers from `states[k]`."""
         _load(self.members, self.member_tensors(), states)
+
+
+def _member_states(network: Network | ModuleStack) -> list[State]:
+    tensors = network.member_tensors().items()
+    return [{name: t[k].detach().clone() for name, t in tensors} for k in range(network.members)]
 
 
 def _flat(key: str) -> str:
@@ -362,10 +365,7 @@ def initial_state(name: str, seed: int) -> State:
     init="module" (torch's generator seeded from `seed`, restored afterwards)."""
     network = architecture(name)
     if isinstance(network, CustomNetwork) and network.init == "module":
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(derive_seed(seed, "init"))
-            module = network.make()
-        return {key: t.detach().clone() for key, t in module.state_dict().items()}
+        return _built_state(network, derive_seed(seed, "init"))
     return glorot_init(name, seed)
 
 
@@ -402,8 +402,14 @@ def _default_state(network: CustomNetwork) -> State:
     """The values a CustomNetwork's module gives its tensors that do not depend on a draw
     (batch normalisation's scale 1, shift 0 and statistics), from one build on the CPU
     under a fixed seed."""
+    return _built_state(network, 0)
+
+
+def _built_state(network: CustomNetwork, seed: int) -> State:
+    """The state of one module `network` builds on the CPU with torch's generator seeded
+    with `seed` (restored afterwards)."""
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
+        torch.manual_seed(seed)
         module = network.make()
     return {key: t.detach().clone() for key, t in module.state_dict().items()}
 
