@@ -25,11 +25,12 @@ augmentation as the protocol trains them):
   own batch-index iterator, data on the device, under `train`'s deterministic float32
   cuDNN settings. One step trains K networks. On a GPU, "graph" rows replay the step as
   a CUDA graph, as `train` does there (`TrainStep.captured`), and "eager" rows launch its
-  kernels one by one; for Conv-2 a "TF32" row lets cuDNN use TF32 (eager), which `train`
-  does not. The reference loop runs with PyTorch's defaults (cuDNN may use TF32).
-* On a CPU, for Conv-2, two speed-ups to try: the reference loop with model and batches
-  in channels_last memory format, and lth_lib K=1 with oneDNN off (PyTorch's own conv
-  kernels). `train` uses neither unless its row wins.
+  kernels one by one; for Conv-2, rows in TF32 and bf16 (`train.kernels`) at K = 1, 7 (one
+  trial's level) and 35, as graphs. The reference loop runs with PyTorch's defaults (cuDNN
+  may use TF32).
+* On a CPU, for Conv-2, speed-ups to try: the reference loop with model and batches
+  in channels_last memory format, lth_lib K=1 with oneDNN off (PyTorch's own conv
+  kernels), and K=1 in bf16. `train` uses none of them unless its row wins.
 
 `--graph-check` trains K = 35 members for 200 steps both ways from the same start and
 batches and prints how far apart the parameters end; it exits 1 if they differ by more
@@ -91,12 +92,13 @@ def batch_size(name: str) -> int:
 
 
 from lth_lib.pruning import dense_mask, magnitude_prune
-from lth_lib.train import Member, TrainStep, float32_kernels
+from lth_lib.train import Member, TrainStep, kernels
 
 BATCH = 60  # the Section 2-3 networks' batch; Section 4's use their own (`batch_size`)
 ENSEMBLES = (1, 5, 15)
 DEEP_CPU_ENSEMBLES = (1, 2)  # Section 4's networks on a CPU: a VGG-19 step takes about a second
 PAPER_LEVEL = 35  # networks in one paper-scale level: 5 tickets, 15 reinitialised, 15 randomly pruned
+TRIAL_LEVEL = 7  # one trial's networks at a paper-scale level: its ticket and 6 controls
 HERE = Path(__file__).resolve().parent
 
 
@@ -226,49 +228,51 @@ def pruned_members(name: str, k: int) -> list[Member]:
     return members
 
 
-def lth_case(name: str, k: int, data: lth_lib.Dataset, device: torch.device, variant: str = "") -> Case:
-    """lth_lib's step on K members; variant "graph" (a CUDA graph, as `train` runs it on a
-    GPU), "eager" or "TF32" (cuDNN's TF32, eager), "" (the device's default: CPU), or
+def lth_case(name: str, k: int, data: lth_lib.Dataset, device: torch.device, variant: str = "",
+             precision: str = "float32") -> Case:  # fmt: skip
+    """lth_lib's step on K members in `precision` (`train.kernels`); variant "graph" (a CUDA
+    graph, as `train` runs it on a GPU), "eager", "" (the device's default: CPU), or
     "oneDNN off" (a CPU's convolutions without oneDNN, PyTorch's own kernels)."""
     members, batch = pruned_members(name, k), batch_size(name)
     x_all, y_all = data.train_x, data.train_y
-    with float32_kernels():
-        step = TrainStep.build(name, members, paper_experiment(name).training, device)
+    with kernels(precision, device):
+        step = TrainStep.build(name, members, paper_experiment(name).training, device, precision=precision)
         take = step.feeder(x_all, y_all, batch, graph=variant == "graph")
     train_idx = torch.stack([validation_split(len(data.train_x), m.data_seed)[0] for m in members])
     batches = batch_indices(train_idx, [m.data_seed for m in members], batch, 0, device)
-    tf32 = variant == "TF32"
 
     def run(n: int) -> None:
-        with (
-            torch.backends.cudnn.flags(
-                enabled=True, benchmark=False, deterministic=not tf32, allow_tf32=tf32
-            ),
-            torch.backends.mkldnn.flags(enabled=variant != "oneDNN off"),
-        ):
+        with kernels(precision, device), torch.backends.mkldnn.flags(enabled=variant != "oneDNN off"):
             for _ in range(n):
                 take(next(batches))
 
-    label = f"lth_lib K={k}" + (f" {variant}" if variant else "")
+    label = (
+        f"lth_lib K={k}"
+        + (f" {variant}" if variant else "")
+        + (f" {precision}" if precision != "float32" else "")
+    )
     return Case(label, run, k, 3 * forward_flops(name)[0] * batch * k)
 
 
 def lth_cases(name: str, data: lth_lib.Dataset, device: torch.device) -> list[Case]:
-    """lth_lib's rows: on a CPU K = 1, 5, 15, and for Conv-2 K=1 without oneDNN; on a GPU
-    also 35, each as a graph and eager, and for Conv-2 K=35 with TF32."""
+    """lth_lib's rows: on a CPU K = 1, 5, 15, and for Conv-2 K=1 without oneDNN and K=1 in
+    bf16; on a GPU also 35, each as a graph and eager, and for Conv-2 K = 1, one trial's
+    level (7) and 35 as graphs in TF32 and bf16 (`protocol.PRECISIONS`)."""
     if device.type != "cuda":
-        tries = [(1, "oneDNN off")] if architecture(name).convolutional and name not in SECTION_4 else []
+        conv = architecture(name).convolutional and name not in SECTION_4
+        tries = [(1, "oneDNN off", "float32"), (1, "", "bf16")] if conv else []
         ensembles = DEEP_CPU_ENSEMBLES if name in SECTION_4 else ENSEMBLES
         return [
-            lth_case(name, k, data, device, variant) for k, variant in [(k, "") for k in ensembles] + tries
+            lth_case(name, k, data, device, variant, precision)
+            for k, variant, precision in [(k, "", "float32") for k in ensembles] + tries
         ]
-    variants = [(k, v) for k in (*ENSEMBLES, PAPER_LEVEL) for v in ("graph", "eager")]
+    variants = [(k, v, "float32") for k in (*ENSEMBLES, PAPER_LEVEL) for v in ("graph", "eager")]
     if architecture(name).convolutional and name not in SECTION_4:
-        variants.append((PAPER_LEVEL, "TF32"))
+        variants += [(k, "graph", p) for k in (1, TRIAL_LEVEL, PAPER_LEVEL) for p in ("tf32", "bf16")]
     cases = []
-    for k, variant in variants:
+    for k, variant, precision in variants:
         try:
-            cases.append(lth_case(name, k, data, device, variant))
+            cases.append(lth_case(name, k, data, device, variant, precision))
         except RuntimeError as error:  # a failed capture costs its row, not the table
             print(f"[{name} K={k} {variant}: {error}]", file=sys.stderr)
     return cases
@@ -281,7 +285,7 @@ def graph_check(name: str, device: torch.device, k: int = PAPER_LEVEL, steps: in
     members = pruned_members(name, k)
     train_idx = torch.stack([validation_split(len(data.train_x), m.data_seed)[0] for m in members])
     ends = []
-    with float32_kernels():
+    with kernels("float32", device):
         for graphed in (False, True):
             step = TrainStep.build(name, members, NETWORKS[name].lr, device)
             take = step.feeder(data.train_x, data.train_y, BATCH, graph=graphed)

@@ -32,7 +32,7 @@ from pathlib import Path
 import torch
 
 from lth_lib.lottery import run
-from lth_lib.models import initial_state
+from lth_lib.models import initial_state, stacked
 from lth_lib.notebook import NOTEBOOKS, NotebookParameters
 from lth_lib.portable import (
     ExportError,
@@ -41,14 +41,24 @@ from lth_lib.portable import (
     portable_store,
     resumable,
     stored_folders,
-    stored_levels,
+    stored_parts,
     training_times,
 )
-from lth_lib.protocol import SCALES, Experiment, architecture, check_scale, paper_experiment
+from lth_lib.protocol import (
+    PRECISIONS,
+    SCALES,
+    TEST_EXAMPLES,
+    VALIDATION_EXAMPLES,
+    Experiment,
+    architecture,
+    check_scale,
+    paper_experiment,
+    training_precision,
+)
 from lth_lib.pruning import dense_mask
 from lth_lib.schedule import OutOfTime, default_max_members, job_iterations, level_size, plan, trial_groups
 from lth_lib.store import experiment_dir, located, sync
-from lth_lib.train import Member, TrainStep, default_device, device_name, float32_kernels
+from lth_lib.train import Member, TrainStep, default_device, device_name, evaluate, kernels
 
 
 def queue(scale: str) -> list[Experiment]:
@@ -68,34 +78,43 @@ def queue(scale: str) -> list[Experiment]:
 
 def describe(exp: Experiment) -> str:
     """An experiment of the queue in a few words: network, strategy, iterative tickets
-    without controls, dropout, rewind iteration."""
+    without controls, dropout, warm-up, rewind iteration."""
     extras = ["tickets only"] * (exp.pruning.strategy == "iterative" and not exp.controls)
     extras += [f"dropout {exp.training.dropout:g}"] * bool(exp.training.dropout)
+    extras += [f"warm-up {exp.training.warmup:,}"] * bool(exp.training.warmup)
     extras += [f"k = {exp.pruning.rewind_iteration:,}"] * bool(exp.pruning.rewind_iteration)
     return " ".join([exp.network, exp.pruning.strategy, *extras])
 
 
-def levels_stored(exp: Experiment, store: Path) -> int:
-    """How many levels of `exp` (from level 0 on, without a gap) the portable store holds,
+def levels_stored(exp: Experiment, store: Path, trials: list[int] | None = None) -> int:
+    """How many levels of `exp` (from level 0 on, without a gap) the portable store holds
+    for every trial of `trials` (default: all; in a level's file or in each trial's part),
     for any copy of its data set."""
+    wanted = set(range(exp.trials) if trials is None else trials)
     best = 0
     for folder in stored_folders(exp, store).values():
-        levels = stored_levels(folder)
-        best = max(best, next((i for i, level in enumerate(levels) if level != i), len(levels)))
+        parts = stored_parts(folder)
+        done = 0
+        while None in parts.get(done, ()) or parts.get(done, set()) >= wanted:
+            done += 1
+        best = max(best, done)
     return best
 
 
 def seconds_per_step(network: str, members: int, device: str, steps: int = 3) -> float:
     """One training step of `members` stacked networks on `device`, taken as `train` takes
-    it (a CUDA graph on a GPU; the paper's batch size, optimizer and augmentation),
-    measured on random data."""
+    it (a CUDA graph on a GPU; the paper's batch size, optimizer and augmentation; the
+    precision `protocol.training_precision` gives), measured on random data."""
     shape, hparams = architecture(network).input_shape, paper_experiment(network).training
     member, batch = Member(initial_state(network, 0), dense_mask(network), 0), hparams.batch_size
     x = torch.rand(members * batch, *shape, device=device)
     y = torch.randint(0, 10, (members * batch,), device=device)
     idx = torch.arange(members * batch, device=device).view(members, batch)
-    with float32_kernels():
-        take = TrainStep.build(network, [member] * members, hparams, device).feeder(x, y, batch)
+    precision = training_precision(network, torch.device(device).type)
+    with kernels(precision, device):
+        take = TrainStep.build(network, [member] * members, hparams, device, precision=precision).feeder(
+            x, y, batch
+        )
         take(idx)  # warm-up
         if device != "cpu":
             torch.cuda.synchronize()
@@ -107,42 +126,68 @@ def seconds_per_step(network: str, members: int, device: str, steps: int = 3) ->
     return (time.perf_counter() - started) / steps
 
 
+def seconds_per_evaluation(exp: Experiment, members: int, device: str, examples: int = 512) -> float:
+    """One evaluation point of `members` stacked networks of `exp` on `device`: validation
+    and test examples as `exp` evaluates them (all 5,000 and 10,000 at paper scale), in
+    the precision `protocol.training_precision` gives, timed on `examples` random ones and
+    scaled to that many."""
+    shape, count = architecture(exp.network).input_shape, exp.training.eval_examples
+    evaluated = (count or VALIDATION_EXAMPLES) + (count or TEST_EXAMPLES)
+    network = stacked(exp.network, members).to(device)
+    x, y = torch.rand(examples, *shape, device=device), torch.randint(0, 10, (examples,), device=device)
+    idx = torch.arange(examples, device=device)
+    with kernels(training_precision(exp.network, torch.device(device).type), device):
+        evaluate(network, x, y, idx[:8])  # warm-up
+        if device != "cpu":
+            torch.cuda.synchronize()
+        started = time.perf_counter()
+        evaluate(network, x, y, idx)
+        if device != "cpu":
+            torch.cuda.synchronize()
+    return (time.perf_counter() - started) * evaluated / examples
+
+
 def work_left(scale: str, store: Path | None, device: str) -> list[dict]:
     """Per experiment of `scale`: levels stored, levels in all, and an estimate of the
-    training time left on `device` (measured steps; evaluation not counted)."""
+    time left on `device`: each trial group's levels still to train (a level's trials may
+    finish in different calls), at the measured time of a step plus that of an evaluation
+    point every `eval_every` steps."""
     rows, measured = [], {}
     for exp in queue(scale):
-        done = levels_stored(exp, store) if store is not None else 0
-        max_members = default_max_members(exp.network, device)
-        groups = [len(group) for group in trial_groups(exp, max_members)]
-        iterations = sum(
-            job_iterations(
-                exp, [job for job in plan(exp, max_members, trials) if job[0] >= done], max_members, trials
+        max_members = default_max_members(exp.network, device, level_size(exp, 1, trials=1))
+        groups = trial_groups(exp, max_members)
+        iterations = 0
+        for group in groups:
+            done = levels_stored(exp, store, group) if store is not None else 0
+            jobs = [job for job in plan(exp, max_members, len(group)) if job[0] >= done]
+            iterations += job_iterations(exp, jobs, max_members, len(group))
+        members = min(max_members, level_size(exp, 1, len(groups[0])))
+        key = (exp.network, members, exp.training.eval_every, exp.training.eval_examples)
+        if iterations and key not in measured:
+            evaluation = seconds_per_evaluation(exp, members, device)
+            measured[key] = (
+                seconds_per_step(exp.network, members, device) + evaluation / exp.training.eval_every
             )
-            for trials in groups
-        )
-        members = min(max_members, level_size(exp, 1, groups[0]))
-        if iterations and (exp.network, members) not in measured:
-            measured[exp.network, members] = seconds_per_step(exp.network, members, device)
-        seconds = iterations * measured.get((exp.network, members), 0.0)
+        seconds = iterations * measured.get(key, 0.0)
+        done = levels_stored(exp, store) if store is not None else 0
         rows.append({"experiment": exp, "done": done, "levels": exp.pruning.rounds + 1, "seconds": seconds})
     return rows
 
 
 def work_left_text(rows: list[dict], device: str) -> str:
     """`work_left` as a table, with the total."""
-    lines = [f"{'experiment':<32}{'levels stored':>15}{'time left on ' + device:>22}"]
+    lines = [f"{'experiment':<44}{'levels stored':>15}{'time left on ' + device:>22}"]
     for row in rows:
-        lines.append(f"{describe(row['experiment']):<32}{row['done']:>9} of {row['levels']:<3}"
+        lines.append(f"{describe(row['experiment']):<44}{row['done']:>9} of {row['levels']:<3}"
                      f"{_duration(row['seconds']):>22}")  # fmt: skip
-    lines.append(f"{'total':<32}{'':>15}{_duration(sum(r['seconds'] for r in rows)):>22}")
+    lines.append(f"{'total':<44}{'':>15}{_duration(sum(r['seconds'] for r in rows)):>22}")
     return "\n".join(lines)
 
 
 def training_times_text(scale: str, store: Path) -> str:
     """How long each stored level of `scale`'s experiments trained, and where: the time
     per level, as the store records it (levels trained together share one time)."""
-    lines = [f"{'experiment':<32}{'level':>6}{'networks':>10}{'seconds':>9}  device"]
+    lines = [f"{'experiment':<44}{'level':>6}{'networks':>10}{'seconds':>9}  device"]
     for exp in queue(scale):
         for folder in stored_folders(exp, store).values():
             for level, trained in training_times(folder):
@@ -151,7 +196,7 @@ def training_times_text(scale: str, store: Path) -> str:
                     f" (trained with {others} other level{'s' if others > 1 else ''})" if others else ""
                 )
                 lines.append(
-                    f"{describe(exp):<32}{level:>6}{trained['networks']:>10}"
+                    f"{describe(exp):<44}{level:>6}{trained['networks']:>10}"
                     f"{trained['seconds']:>9.1f}  {trained['device']}, {trained['at_once']} at once, "
                     f"torch {trained['torch']}{together}"
                 )
@@ -167,12 +212,14 @@ def advance(
     device: str | None = None,
     dataset: str | None = None,
     started: float | None = None,
+    precision: str | None = None,
 ) -> list[Path]:
     """Train `scale`'s experiments (those of `dataset` only, if given) in order until the
     budget (seconds from `started`, a `time.monotonic()` value; default now) is nearly
     spent; write the newly finished levels into the portable store `store`; the level
     files written. An error in one experiment stops the run like the budget does, and is
-    raised (AdvanceFailed) once the levels finished before it are written."""
+    raised (AdvanceFailed) once the levels finished before it are written. `precision`: as
+    `lottery.run` takes it (default: each network's, `protocol.training_precision`)."""
     end = (time.monotonic() if started is None else started) + budget
     margin = min(30.0, max(3.0, 0.05 * budget))  # to write and pack the results
     deadline = end - margin
@@ -190,7 +237,7 @@ def advance(
                 finished.append(experiment_dir(located(exp, None, data_root, None, True), results_root))
                 try:
                     run(exp, data_root=data_root, results_root=results_root, device=device, portable=store,
-                        deadline=deadline)  # fmt: skip
+                        deadline=deadline, precision=precision)  # fmt: skip
                 except OutOfTime as reason:  # its next level would not fit: a later experiment's may
                     stopped = f"stopped at {describe(exp)}: {reason}"
                     print(f"{stopped}; going on with the next experiment", flush=True)
@@ -244,6 +291,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--dataset", choices=("mnist", "cifar10"), help="only the experiments on this data set"
     )
+    parser.add_argument(
+        "--precision", choices=PRECISIONS, help="train in this precision (default: each network's protocol's)"
+    )
     args = parser.parse_args(argv)
     try:
         check_scale(args.scale)
@@ -270,7 +320,17 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic() - _process_age()  # the budget counts Python's start and imports too
     try:
         written, status = (
-            advance(args.scale, args.budget, store, args.results, args.data, device, args.dataset, started),
+            advance(
+                args.scale,
+                args.budget,
+                store,
+                args.results,
+                args.data,
+                device,
+                args.dataset,
+                started,
+                args.precision,
+            ),
             0,
         )
     except AdvanceFailed as failure:

@@ -133,7 +133,7 @@ def units(experiments: list[Experiment], device: str, split_trials: bool = False
         if exp.identity() in seen:
             continue
         seen.add(exp.identity())
-        max_members = default_max_members(exp.network, device)
+        max_members = default_max_members(exp.network, device, level_size(exp, 1, trials=1))
         if split_trials:
             max_members = min(max_members, level_size(exp, 1, trials=1))
         out += [Unit(exp, tuple(group), max_members) for group in trial_groups(exp, max_members)]

@@ -24,7 +24,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,9 +33,9 @@ import torch
 from lth_lib.data import Dataset, load_dataset
 from lth_lib.models import State, initial_state, parameter_shapes
 from lth_lib.progress import TrainingBar
-from lth_lib.protocol import Experiment, architecture, rewind_points
+from lth_lib.protocol import Experiment, architecture, rewind_points, training_precision
 from lth_lib.pruning import Mask, dense_mask, mask_counts, prune_tickets, random_prune, remaining_fraction
-from lth_lib.results import Level, NotKept, Record, Results, concatenated
+from lth_lib.results import Level, NotKept, Record, Results, concatenated, precision_of
 from lth_lib.schedule import Job, Schedule
 from lth_lib.seeding import derive_seed, generator
 from lth_lib.store import Stores, open_stores
@@ -116,6 +116,7 @@ def run(
     portable: str | Path | None = None,
     training: bool = True,
     deadline: float | None = None,
+    precision: str | None = None,
 ) -> Results:
     """Run `exp`, reusing every finished level in the store and continuing from the first
     unfinished one. `data` (a Dataset) overrides loading from `data_root`/LTH_DATA.
@@ -129,14 +130,17 @@ def run(
     set. `deadline` (a `time.monotonic()` value): stop with `schedule.OutOfTime`, keeping
     every finished level, rather than start or go on with a level that would end after
     it. A trial that another process is training (`train_trials`) is waited for, then read.
+    `precision`: what the networks train in (`protocol.PRECISIONS`; default
+    `protocol.training_precision`: float32, except a network whose protocol says otherwise
+    on a GPU); each level records it.
     Nothing is written before a level is ready to train (`_ready`) or, if none is, before
     the tables: a refused run leaves nothing behind."""
     device = default_device(device)
     schedule = Schedule.of(exp, device, max_members)
     setup = _Run.open(exp, schedule, data=data, data_root=data_root, results_root=results_root,
                       results_store=results_store, portable=portable, device=device, progress=progress,
-                      deadline=deadline, training=training)  # fmt: skip
-    walks = [_walk(setup, group, training) for group in schedule.groups]
+                      deadline=deadline, training=training, precision=precision)  # fmt: skip
+    walks = _level_by_level(setup, [_walk(setup, group, training) for group in schedule.groups])
     results = _results(setup, walks)
     if training:
         setup.stores.make(schedule.max_members)
@@ -155,12 +159,13 @@ def train_trials(
     max_members: int | None = None,
     progress: bool = False,
     portable: str | Path | None = None,
+    precision: str | None = None,
 ) -> None:
     """Train `trials` of `exp` into the results store, resuming from what it holds: what a
     cluster job runs (`lth_lib.cluster`). `trials` must be whole groups of
     `schedule.trial_groups(exp, max_members)`, so that they stack as they would in one `run`
     of the whole experiment with the same `max_members` and give its numbers; a trial
-    another process is training is waited for. `data` and `portable` are as in `run`. The
+    another process is training is waited for. `data`, `portable` and `precision` are as in `run`. The
     tables are written by the `run` that reads the finished experiment. A refused call
     (trials that are not whole groups, data or a device it cannot train on, levels it cannot
     resume from) writes nothing."""
@@ -173,16 +178,16 @@ def train_trials(
             f"train together with max_members={schedule.max_members} ({schedule.groups}): a job trains whole groups"
         )
     setup = _Run.open(exp, schedule, data=data, data_root=data_root, results_root=results_root, results_store=True,
-                      portable=portable, device=device, progress=progress, deadline=None, training=True)  # fmt: skip
-    for group in mine:
-        _walk(setup, group, True)
+                      portable=portable, device=device, progress=progress, deadline=None, training=True,
+                      precision=precision)  # fmt: skip
+    _level_by_level(setup, [_walk(setup, group, True) for group in mine])
 
 
 @dataclass
 class _Run:
     """What every trial group of one run shares: the experiment (with the data copy it runs
     on), its schedule and stores, the data (loaded when first needed: drawing needs none),
-    progress and deadline."""
+    progress, deadline and the precision it trains in."""
 
     exp: Experiment
     schedule: Schedule
@@ -192,7 +197,9 @@ class _Run:
     device: torch.device
     progress: bool
     deadline: float | None
+    precision: str
     loaded: Dataset | None = None
+    bar: TrainingBar | None = None  # one progress bar over the run's training, once it trains
 
     @classmethod
     def open(
@@ -209,12 +216,14 @@ class _Run:
         progress: bool,
         deadline: float | None,
         training: bool,
+        precision: str | None,
     ) -> _Run:
         """The run of `exp` by `schedule`, with its stores opened (`store.open_stores`)
-        before any work, nothing written yet."""
+        before any work, nothing written yet (an unknown precision is refused first)."""
+        precision = training_precision(exp.network, device.type, precision)
         stores = open_stores(exp, data=data, data_root=data_root, root=results_root, results_store=results_store,
                              portable=portable, training=training)  # fmt: skip
-        return cls(stores.exp, schedule, stores, data, data_root, device, progress, deadline)
+        return cls(stores.exp, schedule, stores, data, data_root, device, progress, deadline, precision)
 
     def dataset(self) -> Dataset:
         """The data on the training device, loaded when first asked for."""
@@ -224,11 +233,21 @@ class _Run:
         return self.loaded
 
     def label(self, group: list[int]) -> str:
-        """The progress bar's name for training `group`."""
-        groups = self.schedule.groups
-        trials = "" if len(groups) == 1 else f" trial{'s' if len(group) > 1 else ''} {group[0]}" + (
-            f"-{group[-1]}" if len(group) > 1 else "")  # fmt: skip
-        return f"{self.exp.network} {self.exp.pruning.strategy}{trials}"
+        """The trials of `group`, as the progress bar names them ("" if they are all of them)."""
+        if len(self.schedule.groups) == 1:
+            return ""
+        return f"trial{'s' if len(group) > 1 else ''} {group[0]}" + (
+            f"-{group[-1]}" if len(group) > 1 else ""
+        )
+
+    def training_bar(self, iterations: int) -> TrainingBar | None:
+        """The run's progress bar (None without progress), grown by the `iterations` that a
+        trial group starting to train still needs; made by the first."""
+        if self.progress and self.bar is None:
+            self.bar = TrainingBar(f"{self.exp.network} {self.exp.pruning.strategy}", iterations)
+        elif self.bar is not None:
+            self.bar.grow(iterations)
+        return self.bar
 
 
 @dataclass
@@ -245,7 +264,8 @@ class _Walk:
     records: list[Record] = field(default_factory=list)
     masks: dict[int, list[Mask] | NotKept] = field(default_factory=dict)  # each level's ticket masks
     tickets: dict[int, list[State] | NotKept] = field(default_factory=dict)  # each level's trained tickets
-    bar: TrainingBar | None = None  # the progress bar of its training, once it trains
+    precisions: dict[int, str] = field(default_factory=dict)  # what each level trained in
+    counted: bool = False  # whether the run's progress bar counts its training
 
     @functools.cached_property
     def theta0(self) -> list[State]:
@@ -284,45 +304,67 @@ class _Walk:
             self.dense, self.rewind = stored.dense, stored.rewind
         trained = stored.dense if level == 0 else stored.tickets
         self.tickets[level] = NOT_KEPT_TICKETS if trained is None else trained
+        self.precisions[level] = precision_of(stored.trained)
         self.next_masks = stored.next_masks
 
 
-def _walk(setup: _Run, trials: list[int], training: bool) -> _Walk:
+def _walk(setup: _Run, trials: list[int], training: bool) -> Generator[None, None, _Walk]:
     """One trial group's jobs in order, each a step that skips itself when the store holds
     its levels, else (if `training`) prunes, trains and stores them; without training the
-    walk stops at the first level missing. Once a job is ready to train (`_ready`), the
-    walk makes the results folder and holds the trials' locks in the results store: a trial
-    another process is training is waited for, then read."""
+    walk stops at the first level missing. It pauses (yields) after each job it trains, so
+    that `_level_by_level` takes the groups in turn. Once a job is ready to train
+    (`_ready`), the walk makes the results folder and holds the trials' locks in the
+    results store: a trial another process is training is waited for, then read."""
     store = setup.stores.levels(trials)
     walked = _Walk(setup.exp, trials)
     jobs = setup.schedule.jobs[len(trials)]
     locked = False
     with contextlib.ExitStack() as held:
-        try:
-            for j, job in enumerate(jobs):
+        for j, job in enumerate(jobs):
+            stored = [store.get(level) for level in job.levels]
+            if None in stored and not training:
+                break
+            if None in stored and not locked:
+                _ready(setup, walked, job)
+                setup.stores.make(setup.schedule.max_members)
+                held.enter_context(store.lock())
+                locked = True
+                # read again: another process may have trained them while the lock was waited for
                 stored = [store.get(level) for level in job.levels]
-                if None in stored and not training:
-                    break
-                if None in stored and not locked:
-                    _ready(setup, walked, job)
-                    setup.stores.make(setup.schedule.max_members)
-                    held.enter_context(store.lock())
-                    locked = True
-                    # read again: another process may have trained them while the lock was waited for
-                    stored = [store.get(level) for level in job.levels]
-                new = None in stored
+            new = None in stored
+            if new:
+                remaining = sum(later.iterations for later in jobs[j:])
+                stored = _dense(setup, walked, job, remaining) if job.levels == [0] else _train_job(
+                    setup, walked, job, remaining)  # fmt: skip
+            for level, level_stored in zip(job.levels, stored):
+                walked.add(level, level_stored)
                 if new:
-                    remaining = sum(later.iterations for later in jobs[j:])
-                    stored = _dense(setup, walked, job, remaining) if job.levels == [0] else _train_job(
-                        setup, walked, job, remaining)  # fmt: skip
-                for level, level_stored in zip(job.levels, stored):
-                    walked.add(level, level_stored)
-                    if new:
-                        store.put(level, level_stored)
-        finally:
-            if walked.bar is not None:
-                walked.bar.close()
+                    store.put(level, level_stored)
+            if new:
+                yield
     return walked
+
+
+def _level_by_level(setup: _Run, walks: list[Generator[None, None, _Walk]]) -> list[_Walk]:
+    """Walk the trial groups a trained job at a time in turn, so every group trains its
+    level 1 before any trains its level 2: a run stopped early (a deadline, a killed
+    process) leaves whole levels, each trial's stored as it finishes. The walks' results,
+    in order; the progress bar is closed at the end, however it ends."""
+    done: list[_Walk | None] = [None] * len(walks)
+    try:
+        while None in done:
+            for i, walk in enumerate(walks):
+                if done[i] is None:
+                    try:
+                        next(walk)
+                    except StopIteration as end:
+                        done[i] = end.value
+    finally:
+        for walk in walks:
+            walk.close()
+        if setup.bar is not None:
+            setup.bar.close()
+    return done
 
 
 def _ready(setup: _Run, walked: _Walk, job: Job) -> None:
@@ -360,10 +402,10 @@ def _train_job(setup: _Run, walked: _Walk, job: Job, remaining: int) -> list[Lev
     members = [
         m for level in job.levels for m in level_members(exp, level, masks[level], walked.start, trials)
     ]
-    if setup.progress and walked.bar is None:  # one bar over all the group's training still to do
-        title = setup.label(trials)
-        walked.bar = TrainingBar(title, remaining)
-    progress = setup.schedule.watch(job, walked.bar, setup.deadline)
+    if not walked.counted:  # the run's bar counts all the group's training still to do
+        walked.counted = True
+        setup.training_bar(remaining)
+    progress = setup.schedule.watch(job, setup.bar, setup.deadline, setup.label(trials))
     data = setup.dataset()
     # level 0 keeps its weights at every rewind point and at this experiment's k (`store.DenseStore`)
     snapshots = tuple(sorted({*rewind_points(exp.training.iterations), exp.pruning.rewind_iteration} - {0}))
@@ -371,11 +413,13 @@ def _train_job(setup: _Run, walked: _Walk, job: Job, remaining: int) -> list[Lev
     started, results = time.monotonic(), []
     for at in range(0, len(members), max_members):
         stack = [member for _, member in members[at : at + max_members]]
-        results += train(exp.network, stack, data, exp.training, job.first, snapshots, progress)
+        results += train(
+            exp.network, stack, data, exp.training, job.first, snapshots, progress, setup.precision
+        )
     trained = {
         "seconds": round(time.monotonic() - started, 1), "levels_in_job": len(job.levels), "networks": len(members),
         "at_once": min(max_members, len(members)), "device": device_name(data.train_x.device),
-        "torch": str(torch.__version__), "trials": list(trials),
+        "torch": str(torch.__version__), "trials": list(trials), "precision": setup.precision,
     }  # fmt: skip
     ours = {level: [(label, member, result) for (label, member), result in zip(members, results) if label.level == level]
             for level in job.levels}  # fmt: skip
@@ -443,6 +487,7 @@ def _results(setup: _Run, walks: list[_Walk]) -> Results:
         )
     masks = {level: concatenated([w.masks[level] for w in walks]) for level in range(levels)}
     tickets = {level: concatenated([w.tickets[level] for w in walks]) for level in range(levels)}
+    precision = ", ".join(sorted({w.precisions[level] for w in walks for level in range(levels)}))
     return Results(exp, records, stores.directory, concatenated([w.theta0 for w in walks]),
                    concatenated([w.start for w in walks]), concatenated([w.dense for w in walks]), masks,
-                   tickets)  # fmt: skip
+                   tickets, precision)  # fmt: skip

@@ -142,7 +142,7 @@ def mask_figure(results: Results, level: int, trial: int = 0, scale: str | None 
     right.xaxis.set_major_locator(MaxNLocator(integer=True))
     legend_above(right, title=f"round {level}: {percent}% of the network's weights remaining")
     right.grid(alpha=0.3)
-    stamp(fig, results.experiment, scale, levels_done=results.levels_done)
+    stamp(fig, results.experiment, scale, levels_done=results.levels_done, precision=results.precision)
     return fig
 
 
@@ -164,7 +164,7 @@ def mask_grid_figure(
     top.colorbar(axes[-1].images[-1], ax=list(axes), shrink=0.8, label=MAP_LABEL, extend="max")
     top.suptitle(f"{_first_layer_name(masks[levels[0]])}: where the ticket keeps its weights (trial {trial})")
     plot_layer_remaining(remaining, bottom.subplots(), levels=levels)
-    stamp(fig, results.experiment, scale, levels_done=results.levels_done)
+    stamp(fig, results.experiment, scale, levels_done=results.levels_done, precision=results.precision)
     return fig
 
 

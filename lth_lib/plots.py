@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -54,13 +54,16 @@ STAMP_FONTSIZE = 7.0
 
 
 def scale_caption(
-    exp: Experiment, scale: str | None = None, strategy: str | None = None, levels_done: int | None = None
-) -> str:
+    exp: Experiment, scale: str | None = None, strategy: str | None = None, levels_done: int | None = None,
+    precision: str = "float32",
+) -> str:  # fmt: skip
     """One line naming what a figure shows, e.g. "lenet300 · iterative · 1,000 iterations ·
     3 rounds · 2 trials (+1 reinit, +1 random_prune per ticket) · data mnist-torchvision ·
     scale cpu". `scale` (a free-form name for the run's size) is left out when None;
     `strategy` replaces the experiment's own (e.g. "iterative vs one-shot"); `levels_done`
-    (`Results.levels_done`) short of every level gives the coverage, e.g. "7 of 20 rounds"."""
+    (`Results.levels_done`) short of every level gives the coverage, e.g. "7 of 20 rounds";
+    a `precision` other than the paper's float32 (`Results.precision`) is named, e.g.
+    "precision float32, tf32" (a deviation, README: Deviations)."""
     trials = f"{exp.trials:,} trial{'s' if exp.trials != 1 else ''}"
     if exp.controls:
         trials += " (" + ", ".join(f"+{exp.control_trials} {c}" for c in exp.controls) + " per ticket)"
@@ -81,9 +84,16 @@ def scale_caption(
         parts.append(f"rewind to {exp.pruning.rewind_iteration:,}")
     if exp.data_copy:
         parts.append(f"data {exp.data_copy}")
+    if precision != "float32":
+        parts.append(f"precision {precision}")
     if scale:
         parts.append(f"scale {scale}")
     return " · ".join(parts)
+
+
+def joined_precision(precisions: Iterable[str]) -> str:
+    """Several results' precisions (`Results.precision`) as one: "float32, tf32"."""
+    return ", ".join(sorted({p for joined in precisions for p in joined.split(", ")}))
 
 
 def _rounds(rounds: int, levels_done: int | None) -> str:
@@ -98,8 +108,9 @@ def stamp(
     scale: str | None = None,
     strategy: str | None = None,
     levels_done: int | None = None,
+    precision: str = "float32",
 ) -> None:
-    """Write `scale_caption(exp, scale, strategy, levels_done)` as small grey text along the
+    """Write `scale_caption(exp, scale, strategy, levels_done, precision)` as small grey text along the
     bottom of `fig`, and lay the figure out to leave room for it. Stamping again replaces
     the caption."""
     for text in [t for t in fig.texts if t.get_gid() == STAMP_GID]:
@@ -107,7 +118,7 @@ def stamp(
     fig.text(
         0.5,
         0.005,
-        scale_caption(exp, scale, strategy, levels_done),
+        scale_caption(exp, scale, strategy, levels_done, precision),
         ha="center",
         va="bottom",
         fontsize=STAMP_FONTSIZE,
@@ -202,7 +213,7 @@ def paper_figure(results: Results, scale: str | None = None, levels: Sequence[in
     plot_training_curves(results, levels=levels, ax=curves)
     plot_early_stop_iteration(results, ax=iterations)
     plot_early_stop_accuracy(results, ax=accuracy)
-    stamp(fig, results.experiment, scale, levels_done=results.levels_done)
+    stamp(fig, results.experiment, scale, levels_done=results.levels_done, precision=results.precision)
     return fig
 
 
@@ -349,9 +360,8 @@ def strategy_figure(results: Mapping[str, Results], scale: str | None = None) ->
     # only the tickets are drawn, so the caption names the strategies and no controls
     first = next(iter(results.values())).experiment
     done = min(r.levels_done for r in results.values())
-    stamp(
-        fig, dataclasses.replace(first, controls=()), scale, strategy=" vs ".join(results), levels_done=done
-    )
+    stamp(fig, dataclasses.replace(first, controls=()), scale, strategy=" vs ".join(results), levels_done=done,
+          precision=joined_precision(r.precision for r in results.values()))  # fmt: skip
     return fig
 
 
@@ -370,7 +380,8 @@ def deeper_figure(results: Mapping[str, Results], scale: str | None = None) -> F
     first = next(iter(results.values())).experiment
     done = min(r.levels_done for r in results.values())
     stamp(fig, dataclasses.replace(first, pruning=dataclasses.replace(first.pruning, rewind_iteration=0)), scale,
-          strategy=f"{STRATEGY_NAMES[first.pruning.strategy]}: {trainings}", levels_done=done)  # fmt: skip
+          strategy=f"{STRATEGY_NAMES[first.pruning.strategy]}: {trainings}", levels_done=done,
+          precision=joined_precision(r.precision for r in results.values()))  # fmt: skip
     return fig
 
 
@@ -409,7 +420,7 @@ def controls_figure(results: Results, scale: str | None = None) -> Figure:
     curves.set_ylabel(METRIC_LABELS["test_acc"])
     legend_above(curves, title=f"{percent_label(results.percent_remaining(level))}% of weights remaining")
     curves.grid(alpha=0.3)
-    stamp(fig, results.experiment, scale, levels_done=results.levels_done)
+    stamp(fig, results.experiment, scale, levels_done=results.levels_done, precision=results.precision)
     return fig
 
 
@@ -457,7 +468,7 @@ def travel_figure(travel: pd.DataFrame, results: Results, level: int, scale: str
         ncols=2,
         frameon=False,
     )
-    stamp(fig, results.experiment, scale, levels_done=results.levels_done)
+    stamp(fig, results.experiment, scale, levels_done=results.levels_done, precision=results.precision)
     return fig
 
 
@@ -503,7 +514,8 @@ def stability_figure(points: Sequence[Stability], results: Results, scale: str |
         controls=(),
         pruning=dataclasses.replace(results.experiment.pruning, rewind_iteration=0),
     )
-    stamp(fig, shown, scale, strategy=f"iterative, rewound to k = {ks_text}, 2 copies per k")
+    stamp(fig, shown, scale, strategy=f"iterative, rewound to k = {ks_text}, 2 copies per k",
+          precision=joined_precision([results.precision, *(p.trained.get("precision", "float32") for p in points)]))  # fmt: skip
     return fig
 
 

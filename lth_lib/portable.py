@@ -7,6 +7,8 @@ level is kept as one compressed NumPy file, written once and never changed:
     <store>/<network>-<strategy>-<identity>/    the same name as in the results store
         experiment.json                          the experiment and its identity
         level_000.npz, level_001.npz, ...         one per finished level
+        level_004-trial_0.npz, ...                or one per trial, where a level's trials
+                                                  finished in different calls
         checksums.json                            sha256 of every level file
 
 A level file holds the level's records and curves (float32, as training computed them:
@@ -82,19 +84,31 @@ class ExportError(ValueError):
     """An export that cannot be imported: truncated, corrupted, foreign or conflicting."""
 
 
-def level_path(directory: Path, level: int) -> Path:
-    return directory / f"level_{level:03d}.npz"
+def level_path(directory: Path, level: int, trial: int | None = None) -> Path:
+    """A level's file: every trial's, or (`trial`) one trial's part of the level."""
+    return directory / (f"level_{level:03d}.npz" if trial is None else f"level_{level:03d}-trial_{trial}.npz")
+
+
+def stored_parts(directory: Path) -> dict[int, set[int | None]]:
+    """Level -> what a portable experiment folder holds of it, in files that match their
+    checksums: None for the whole level's file, else the trials whose parts it holds."""
+    sums = _checksums(directory) if directory.is_dir() else {}
+    parts: dict[int, set[int | None]] = {}
+    for path in directory.glob("level_*.npz"):
+        if sums.get(path.name) == _sha256(path.read_bytes()):
+            level, _, trial = path.stem.removeprefix("level_").partition("-trial_")
+            parts.setdefault(int(level), set()).add(int(trial) if trial else None)
+    return parts
 
 
 def stored_levels(directory: Path) -> list[int]:
-    """The finished levels of a portable experiment folder (files that match their
-    checksums), in order."""
-    sums = _checksums(directory) if directory.is_dir() else {}
-    return sorted(
-        int(p.stem.split("_")[1])
-        for p in directory.glob("level_*.npz")
-        if sums.get(p.name) == _sha256(p.read_bytes())
-    )
+    """The levels a portable experiment folder holds for every trial (in the level's file,
+    or in each trial's part), in order."""
+    parts = stored_parts(directory)
+    if not parts:
+        return []
+    trials = set(range(experiment_of(directory).trials))
+    return sorted(level for level, held in parts.items() if None in held or held >= trials)
 
 
 def stored_folders(exp: Experiment, store: Path) -> dict[str, Path]:
@@ -129,9 +143,10 @@ def training_times(directory: Path) -> list[tuple[int, dict]]:
     return out
 
 
-def write_level(directory: Path, level: int, stored: Level, last: bool) -> Path:
+def write_level(directory: Path, level: int, stored: Level, last: bool, part: bool = False) -> Path:
     """Write one level of the results store as a portable level file (`last`: the
-    experiment's last finished level, whose masks a resume needs)."""
+    experiment's last finished level, whose masks a resume needs); `part`: one trial's
+    part of it (its masks kept where the whole level's would be)."""
     records = [{k: v for k, v in dataclasses.asdict(r).items() if k != "curve"} for r in stored.records]
     iterations = stored.records[0].curve["iteration"]
     if any(r.curve["iteration"] != iterations for r in stored.records):
@@ -142,21 +157,27 @@ def write_level(directory: Path, level: int, stored: Level, last: bool) -> Path:
     }
     shapes: dict[str, list[int]] = {}
     masks = None if stored.next_masks is None else [pack_mask(m) for m in stored.next_masks]
-    if masks and (last or sum(bits.numel() for m in masks for bits, _ in m.values()) <= SMALL_MASKS):
+    whole = experiment_of(directory).trials / len(stored.trials)  # the whole level's size over this file's
+    if masks and (last or whole * sum(bits.numel() for m in masks for bits, _ in m.values()) <= SMALL_MASKS):
         for layer, (_, shape) in masks[0].items():
             arrays[f"mask.{layer}"] = np.stack([m[layer][0].numpy() for m in masks])
             shapes[layer] = list(shape)
     for name in ("dense", "rewind"):
         states = getattr(stored, name)
-        if states and sum(t.numel() * t.element_size() for s in states for t in s.values()) <= SMALL_WEIGHTS:
+        if (
+            states
+            and whole * sum(t.numel() * t.element_size() for s in states for t in s.values()) <= SMALL_WEIGHTS
+        ):
             for key in states[0]:
                 arrays[f"{name}.{key}"] = np.stack([s[key].cpu().numpy() for s in states])
     meta = {"format": FORMAT, "version": VERSION, "level": level, "records": records, "mask_shapes": shapes,
-            "trained": stored.trained}  # fmt: skip
+            "trained": stored.trained, **({"trial": stored.trials[0]} if part else {})}  # fmt: skip
     arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
     buffer = io.BytesIO()
     np.savez_compressed(buffer, **arrays)
-    path = level_path(directory, level)
+    if part and len(stored.trials) != 1:
+        raise ValueError(f"a part of level {level} is one trial's, not trials {stored.trials}'")
+    path = level_path(directory, level, stored.trials[0] if part else None)
     atomic_write(path, buffer.getvalue())
     return path
 
@@ -181,17 +202,35 @@ NOT_KEPT = {
 }
 
 
-def read_level(directory: Path, level: int) -> Level | None:
-    """A portable level as a `Level` (what it does not keep is `NOT_KEPT`'s), or None if it
-    is missing or does not match its checksum."""
-    path = level_path(directory, level)
+def read_level(directory: Path, level: int, trials: list[int] | None = None) -> Level | None:
+    """A portable level of `trials` (default: every trial) as a `Level` (what it does not
+    keep is `NOT_KEPT`'s), from the level's file or else each trial's part; None if one is
+    missing or does not match its checksum."""
+    whole = _read_file(directory, level, None)
+    if whole is not None:
+        return whole if trials is None else whole.select(trials)
+    try:
+        trials = list(range(experiment_of(directory).trials)) if trials is None else trials
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    parts = [_read_file(directory, level, trial) for trial in trials]
+    return None if not parts or None in parts else Level.join(parts)
+
+
+def _read_file(directory: Path, level: int, trial: int | None) -> Level | None:
+    path = level_path(directory, level, trial)
     try:
         blob = path.read_bytes()
         if _checksums(directory).get(path.name) != _sha256(blob):
             return None
         with np.load(io.BytesIO(blob)) as arrays:
             meta = json.loads(arrays["meta"].tobytes())
-            if (meta["format"], meta["version"], meta["level"]) != (FORMAT, VERSION, level):
+            if (meta["format"], meta["version"], meta["level"], meta.get("trial")) != (
+                FORMAT,
+                VERSION,
+                level,
+                trial,
+            ):
                 return None
             return Level(_records(arrays, meta), _masks(arrays, meta), *(_weights(arrays, name, level) for name in (
                 "dense", "rewind")), trained=meta.get("trained") or None,
@@ -238,15 +277,15 @@ def experiment_of(directory: Path) -> Experiment:
 
 
 def add_levels(
-    target: Path, levels: list[tuple[int, Level]], experiment_json: bytes, last: int
+    target: Path, levels: list[tuple[int, Level, bool, bool]], experiment_json: bytes
 ) -> list[Path]:
-    """Write `levels` (level, Level) into the portable experiment folder `target` (with its
-    experiment.json, if new); `last`: the experiment's last finished level, whose masks a
-    resume needs. The files written."""
+    """Write `levels` (level, Level, whether it is the last finished level of its trials,
+    whose masks a resume needs, whether it is one trial's part) into the portable
+    experiment folder `target` (with its experiment.json, if new). The files written."""
     target.mkdir(parents=True, exist_ok=True)
     if not (target / "experiment.json").exists():
         atomic_write(target / "experiment.json", experiment_json)
-    written = [write_level(target, level, stored, last=level == last) for level, stored in levels]
+    written = [write_level(target, level, stored, last, part) for level, stored, last, part in levels]
     _add_checksums(target, written)
     return written
 
@@ -376,11 +415,8 @@ def _check_experiment(folder: Path) -> None:
     for path in folder.glob("level_*.npz"):
         with np.load(path) as arrays:
             meta = json.loads(arrays["meta"].tobytes())
-        if (meta.get("format"), meta.get("version"), f"level_{meta.get('level'):03d}.npz") != (
-            FORMAT,
-            VERSION,
-            path.name,
-        ):
+        named = level_path(folder, meta.get("level", -1), meta.get("trial")).name
+        if (meta.get("format"), meta.get("version"), named) != (FORMAT, VERSION, path.name):
             raise ExportError(f"{folder.name}/{path.name} is not a level file of this format")
 
 

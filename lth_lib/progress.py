@@ -75,6 +75,11 @@ class TrainingBar:
 
         return update
 
+    def grow(self, iterations: int) -> None:
+        """Count `iterations` more (another trial group of the run starts training)."""
+        self.tqdm.total += iterations
+        self.tqdm.refresh()
+
     def close(self) -> None:
         """Finish the bar (its last state stays visible)."""
         self.tqdm.close()

@@ -36,12 +36,18 @@ OPTIMIZERS = ("adam", "sgd")
 LR_DROP = 0.1  # the factor of each learning-rate drop (`TrainingHparams.lr_drops`)
 SCOPES = ("layer", "global")
 CONTROLS = ("reinit", "random_prune")  # the paper's controls, trained beside iterative tickets
+# The arithmetic a network trains and is evaluated in (`train.kernels`): float32, the paper's
+# (cuDNN held to deterministic float32 kernels); tf32, CUDA's TensorFloat-32 for convolutions
+# and matrix products (10-bit mantissa inputs, float32 accumulation; on a CPU the same as
+# float32); bf16, autocast to bfloat16 for them (float32 weights, optimiser and loss).
+PRECISIONS = ("float32", "tf32", "bf16")
 
 # Adam as the paper uses it: PyTorch's (and TensorFlow's) default betas and epsilon, no
 # weight decay, a constant learning rate (no schedule, no warm-up).
 ADAM_BETAS = (0.9, 0.999)
 ADAM_EPS = 1e-8
 VALIDATION_EXAMPLES = 5000  # held out of each training set at random, per trial
+TEST_EXAMPLES = 10_000  # the test set of MNIST and of CIFAR-10
 # The dropout figure (Section 3, Appendix H.5): rate 0.5, three times the iterations, the
 # learning rates in `dropout_lr`, the same pruning rates. The paper does not say which layers
 # drop units; here the hidden fully connected layers' outputs do (as in Srivastava et al.
@@ -222,6 +228,9 @@ class NetworkProtocol:
     augment: bool = False
     unpruned: tuple[str, ...] = ()
     warmup: tuple[float, int] | None = None  # the learning rate that warm-up makes work, and its iterations
+    # Deviation: the precision it trains in on a GPU (`PRECISIONS`; a CPU trains in float32 always;
+    # `lottery.run(precision=...)` overrides it). Every level records the precision it trained in.
+    gpu_precision: str = "float32"
     # Per scale other than `paper`: what differs from the above (any field of an Experiment
     # and its parts, as `paper_experiment` takes them).
     scales: Mapping[str, Mapping[str, object]] = field(default_factory=dict)
@@ -250,6 +259,12 @@ _DEEP_SMOKE = {
     "iterations": 2, "eval_every": 1, "eval_examples": 20, "batch_size": 8, "rounds": 1, "trials": 1,
     "control_trials": 1,
 }  # fmt: skip
+# Deviation (README, Deviations): Conv-2/4/6 train in TF32 on a GPU. In strict float32 a paper-scale
+# Conv-2 level took about 50 minutes of an H100 (35 networks stacked: 79.7 ms a step; TF32 21.7 ms,
+# benchmarks/results-nvidia-h100.md). `scripts/device-job` checks it first on each GPU it gets:
+# Conv-2's dense level (5 trials, full length) in TF32 beside the committed float32 one
+# (`lth_lib.precision`); where they disagree, the slot trains in float32.
+_CONV_GPU_PRECISION = "tf32"
 NETWORKS: dict[str, NetworkProtocol] = {
     "lenet300": NetworkProtocol(
         architecture=Architecture(dataset="mnist", input_shape=(784,), layers=(Dense(300), Dense(100), Dense(10))),
@@ -261,7 +276,7 @@ NETWORKS: dict[str, NetworkProtocol] = {
     ),
     "conv2": NetworkProtocol(
         architecture=Architecture(**_CIFAR, layers=(Conv(64), Conv(64), Pool(), *_CONV_FC)),
-        iterations=20_000, lr=2e-4, conv_rate=0.1, dropout_lr=3e-4,
+        iterations=20_000, lr=2e-4, conv_rate=0.1, dropout_lr=3e-4, gpu_precision=_CONV_GPU_PRECISION,
         scales={
             "smoke": _CONV_SMOKE,
             "cpu": {"iterations": 300, "eval_every": 50, "eval_examples": 500, "rounds": 3, "trials": 1, "control_trials": 1},
@@ -269,7 +284,7 @@ NETWORKS: dict[str, NetworkProtocol] = {
     ),
     "conv4": NetworkProtocol(
         architecture=Architecture(**_CIFAR, layers=(Conv(64), Conv(64), Pool(), Conv(128), Conv(128), Pool(), *_CONV_FC)),
-        iterations=25_000, lr=3e-4, conv_rate=0.1, dropout_lr=2e-4,
+        iterations=25_000, lr=3e-4, conv_rate=0.1, dropout_lr=2e-4, gpu_precision=_CONV_GPU_PRECISION,
         scales={
             "smoke": _CONV_SMOKE,
             "cpu": {"iterations": 200, "eval_every": 50, "eval_examples": 500, "rounds": 2, "trials": 1, "control_trials": 1},
@@ -280,7 +295,7 @@ NETWORKS: dict[str, NetworkProtocol] = {
             **_CIFAR,
             layers=(Conv(64), Conv(64), Pool(), Conv(128), Conv(128), Pool(), Conv(256), Conv(256), Pool(), *_CONV_FC),
         ),
-        iterations=30_000, lr=3e-4, conv_rate=0.15, dropout_lr=2e-4,
+        iterations=30_000, lr=3e-4, conv_rate=0.15, dropout_lr=2e-4, gpu_precision=_CONV_GPU_PRECISION,
         scales={
             "smoke": _CONV_SMOKE,
             "cpu": {"iterations": 200, "eval_every": 50, "eval_examples": 500, "rounds": 1, "trials": 1, "control_trials": 1},
@@ -347,6 +362,14 @@ def network_protocol(name: str) -> NetworkProtocol:
 def architecture(name: str) -> Architecture | CustomNetwork:
     """The layers of network `name` (or its module)."""
     return network_protocol(name).architecture
+
+
+def training_precision(network: str, device_type: str, precision: str | None = None) -> str:
+    """The precision `network` trains in on a device of `device_type` ("cpu", "cuda"):
+    `precision` if given, else float32 on a CPU and the protocol's `gpu_precision` on a GPU."""
+    chosen = precision or (network_protocol(network).gpu_precision if device_type == "cuda" else "float32")
+    _choice("precision", chosen, PRECISIONS)
+    return chosen
 
 
 def check_scale(scale: str) -> str:

@@ -153,7 +153,7 @@ def nothing_stored_text(scale: str) -> str:
     return (
         f"No {scale}-scale results are stored in {portable_store(scale)}, and without a GPU this "
         f"command draws {scale}-scale figures from them rather than train for hours. Training them on this "
-        f"machine would take at least (measured training steps, evaluation not counted):\n\n"
+        f"machine would take at least (measured training steps and evaluation):\n\n"
         f"{work_left_text(work_left(scale, portable_store(scale), 'cpu'), 'cpu')}\n\n"
         f"Train them on a GPU instead: `python -m lth_lib.advance --scale {scale} --budget SECONDS`, or "
         f"scripts/device-job in short GPU slots, then `python -m lth_lib.advance --import DIR` and commit "

@@ -83,7 +83,9 @@ class Level:
     rewind: list[State] | NotKept | None = (
         None  # level 0, late rewinding: each trial's weights at iteration k
     )
-    trained: dict | None = None  # how it was trained: seconds, networks, at once, device, torch, trials
+    trained: dict | None = (
+        None  # how it was trained: seconds, networks, at once, device, torch, trials, precision
+    )
     # level 0 as trained: each trial's weights at every rewind point ({k: weights}), which
     # only the shared dense store keeps (`lth_lib.store.DenseStore`)
     snapshots: list[dict[int, State]] | None = None
@@ -158,7 +160,14 @@ def _joined_training(levels: list[Level]) -> dict | None:
         "networks": sum(j["networks"] for j in jobs), "at_once": max(j["at_once"] for j in jobs),
         "device": ", ".join(sorted({j["device"] for j in jobs})), "torch": ", ".join(sorted({j["torch"] for j in jobs})),
         "trials": sorted(t for j in jobs for t in j.get("trials", [])),
+        "precision": ", ".join(sorted({precision_of(j) for j in jobs})),
     }  # fmt: skip
+
+
+def precision_of(trained: dict | None) -> str:
+    """The precision a level's `trained` record names; float32 where it names none (levels
+    trained before precision was recorded trained in float32, the only one there was)."""
+    return (trained or {}).get("precision", "float32")
 
 
 @dataclass
@@ -174,6 +183,8 @@ class Results:
     masks: dict[int, list[Mask] | NotKept]  # level -> each trial's ticket mask
     # level -> each trial's trained ticket (level 0: the dense network), where kept
     trained_tickets: dict[int, list[State] | NotKept] = field(default_factory=dict)
+    # the precisions its levels trained in (`protocol.PRECISIONS`), e.g. "float32" or "float32, tf32"
+    precision: str = "float32"
 
     def table(self) -> pd.DataFrame:
         """One row per trained member and level."""

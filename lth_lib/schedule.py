@@ -26,16 +26,24 @@ DEFAULT_MAX_MEMBERS = 16
 GPU_MAX_MEMBERS = 40  # a whole paper-scale level (5 tickets and 30 controls) in one stack
 
 
-def default_max_members(network: str, device: str | torch.device) -> int:
-    """How many networks a job trains at once unless told. On a GPU, GPU_MAX_MEMBERS: one
-    step of 35 stacked LeNets costs little more than one of 16 (benchmarks/). On a CPU,
-    DEFAULT_MAX_MEMBERS, except for convolutional networks (a module of the user's or
-    Section 4's included), which train one at a time: there the grouped convolution that
-    stacks them is slower per network than a single network's (Conv-2 on 2 cores, 5
-    stacked ran at 0.78x the reference loop's network-steps/s, one alone at 1.24x)."""
+def default_max_members(
+    network: str, device: str | torch.device, trial_networks: int = GPU_MAX_MEMBERS
+) -> int:
+    """How many networks a job trains at once unless told. On a GPU, GPU_MAX_MEMBERS for
+    fully connected networks: one step of 35 stacked LeNets costs little more than one of
+    16 (benchmarks/). Convolutional networks (a module of the user's or Section 4's
+    included) train one trial's networks at a time (`trial_networks`, `level_size` of one
+    trial; at most GPU_MAX_MEMBERS), so that the trials of a level finish, and are stored,
+    one after another: a paper-scale Conv level (35 networks, 20K-30K iterations) does not
+    fit one call of a GPU slot; one trial's 7 networks do. On a CPU, DEFAULT_MAX_MEMBERS,
+    except for convolutional networks, which train one at a time: there the grouped
+    convolution that stacks them is slower per network than a single network's (Conv-2 on
+    2 cores, 5 stacked ran at 0.78x the reference loop's network-steps/s, one alone at
+    1.24x)."""
+    convolutional = architecture(network).convolutional
     if torch.device(device).type == "cuda":
-        return GPU_MAX_MEMBERS
-    return 1 if architecture(network).convolutional else DEFAULT_MAX_MEMBERS
+        return min(trial_networks, GPU_MAX_MEMBERS) if convolutional else GPU_MAX_MEMBERS
+    return 1 if convolutional else DEFAULT_MAX_MEMBERS
 
 
 def level_size(exp: Experiment, level: int, trials: int | None = None) -> int:
@@ -115,7 +123,8 @@ class Schedule:
     def of(cls, exp: Experiment, device: torch.device, max_members: int | None = None) -> Schedule:
         """`exp`'s schedule with `max_members` networks at once if given (at least 1), else
         `default_max_members` on `device`."""
-        max_members = default_max_members(exp.network, device) if max_members is None else max_members
+        if max_members is None:
+            max_members = default_max_members(exp.network, device, level_size(exp, 1, trials=1))
         if max_members < 1:
             raise ValueError(f"max_members must be at least 1, got {max_members}")
         groups = trial_groups(exp, max_members)
@@ -127,11 +136,13 @@ class Schedule:
         }  # fmt: skip
         return cls(exp, max_members, groups, jobs)
 
-    def watch(self, job: Job, bar, deadline: float | None) -> Callable[[int, dict], None]:
-        """The progress callback of training `job`: it moves `bar` (a `progress.TrainingBar`,
-        or None) and stops at `deadline` (`deadline_watch`; None: never)."""
+    def watch(self, job: Job, bar, deadline: float | None, trials: str = "") -> Callable[[int, dict], None]:
+        """The progress callback of training `job` (of the trial group `trials` names): it
+        moves `bar` (a `progress.TrainingBar`, or None) and stops at `deadline`
+        (`deadline_watch`; None: never)."""
         nets = f"{job.networks} net{'s' if job.networks != 1 else ''}"
-        watchers = [bar.job(f"{job.name}/{self.exp.pruning.rounds} ({nets})", job.first)] if bar else []
+        who = f"{trials} · " if trials else ""
+        watchers = [bar.job(f"{who}{job.name}/{self.exp.pruning.rounds} ({nets})", job.first)] if bar else []
         if deadline is not None:
             watchers.append(deadline_watch(deadline, job.iterations, job.first, job.name))
 

@@ -22,11 +22,11 @@ import torch
 from lth_lib.data import Dataset, load_dataset, test_subset
 from lth_lib.models import ModuleStack, Network, stacked
 from lth_lib.paths import atomic_write
-from lth_lib.protocol import INTERPOLATION_POINTS, architecture
+from lth_lib.protocol import INTERPOLATION_POINTS, architecture, training_precision
 from lth_lib.results import Results
 from lth_lib.schedule import default_max_members
 from lth_lib.seeding import derive_seed
-from lth_lib.train import Member, default_device, device_name, evaluate, train
+from lth_lib.train import Member, default_device, device_name, evaluate, kernels, train
 
 
 def interpolate(network: Network | ModuleStack, first: int, second: int, points: int = INTERPOLATION_POINTS
@@ -120,15 +120,19 @@ def stability(results: Results, level: int, data: Dataset | None = None, trial: 
     mask, start = results.masks[level][trial], results.rewind_weights[trial]
     seed, k = exp.seeds[trial], exp.pruning.rewind_iteration
     copies = [Member(start, mask, seed, derive_seed(seed, f"stability/copy{c}")) for c in (0, 1)]
+    where = data.test_x.device
+    precision = training_precision(exp.network, where.type)
     started = time.monotonic()
     trained = [r for at in range(0, 2, max_members)
-               for r in train(exp.network, copies[at : at + max_members], data, exp.training, start_iteration=k)]  # fmt: skip
-    pair = stacked(exp.network, members=2).to(data.test_x.device)
+               for r in train(exp.network, copies[at : at + max_members], data, exp.training, start_iteration=k,
+                              precision=precision)]  # fmt: skip
+    pair = stacked(exp.network, members=2).to(where)
     pair.load_members([r.final_weights for r in trained])
-    idx = test_subset(len(data.test_x), exp.training.eval_examples).to(data.test_x.device)
-    errors = interpolation_errors(pair, 0, 1, data.test_x, data.test_y, idx)
+    idx = test_subset(len(data.test_x), exp.training.eval_examples).to(where)
+    with kernels(precision, where):
+        errors = interpolation_errors(pair, 0, 1, data.test_x, data.test_y, idx)
     how = {"seconds": round(time.monotonic() - started, 1), "at_once": min(2, max_members),
-           "device": device_name(data.test_x.device), "torch": str(torch.__version__)}  # fmt: skip
+           "device": device_name(where), "torch": str(torch.__version__), "precision": precision}  # fmt: skip
     copy_records = [{"early_stop_iteration": r.early_stop_iteration, "early_stop_test_acc": r.early_stop_test_acc,
                      "final_test_acc": r.final_test_acc, "curve": r.curve} for r in trained]  # fmt: skip
     measured = Stability(k, level, results.percent_remaining(level), errors, copy_records, how)

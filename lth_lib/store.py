@@ -61,7 +61,7 @@ import torch
 
 from lth_lib.data import DataNotFoundError, Dataset, data_copy
 from lth_lib.paths import PROJECT, atomic_write, env_path
-from lth_lib.portable import add_levels, read_level, stored_folders, stored_levels
+from lth_lib.portable import add_levels, read_level, stored_folders, stored_parts
 from lth_lib.protocol import Experiment, architecture
 from lth_lib.pruning import pack_mask, unpack_mask
 from lth_lib.results import Level, Record
@@ -87,8 +87,7 @@ class LevelStore:
         if not self._read_any:
             return None
         local = load_level(self.directory, level, self.trials) if self._read_results else None
-        ours = read_level(self.committed, level) if self.committed is not None else None
-        ours = ours.select(self.trials) if ours is not None else None
+        ours = read_level(self.committed, level, self.trials) if self.committed is not None else None
         if ours is None:
             return local
         if local is not None and local.records != ours.records:
@@ -317,16 +316,33 @@ def stored_level_numbers(directory: Path) -> list[int]:
 
 def sync(results_dir: Path, portable: Path) -> list[Path]:
     """Write the finished levels that `results_dir` (an experiment's folder in the results
-    store; it may hold only the levels trained after those the portable store has) has for
-    every trial and the portable store `portable` lacks; the files written."""
+    store; it may hold only the levels trained after those the portable store has) has and
+    the portable store `portable` lacks: a level every trial has, of which the portable
+    store holds nothing, as one file; else each trial's part it lacks, as the trial's own
+    file, so that a level whose trials finish in different calls travels call by call.
+    The files written."""
     target = portable / results_dir.name
-    have = set(stored_levels(target))
-    levels = [(level, stored) for level in stored_level_numbers(results_dir)
-              if (stored := load_level(results_dir, level)) is not None]  # fmt: skip
-    new = [(level, stored) for level, stored in levels if level not in have]
-    if not new:
+    experiment_json = (results_dir / "experiment.json").read_bytes()
+    trials = range(json.loads(experiment_json)["experiment"]["trials"])
+    held = stored_parts(target)
+    whole, parts = [], []
+    for level in stored_level_numbers(results_dir):
+        have = held.get(level, set())
+        if None in have:
+            continue
+        stored = load_level(results_dir, level) if not have else None
+        if stored is not None:
+            whole.append((level, stored))
+            continue
+        parts += [
+            (level, part) for t in trials if t not in have and (part := load_level(results_dir, level, [t]))
+        ]
+    if not whole and not parts:
         return []
-    return add_levels(target, new, (results_dir / "experiment.json").read_bytes(), last=levels[-1][0])
+    last = {t: max((level for level, p in [*whole, *parts] if t in p.trials), default=-1) for t in trials}
+    new = [(level, stored, any(last[t] == level for t in stored.trials), False) for level, stored in whole]
+    new += [(level, part, level == last[part.trials[0]], True) for level, part in parts]
+    return add_levels(target, new, experiment_json)
 
 
 def _save_file(folder: Path, level: int, stored: Level) -> None:

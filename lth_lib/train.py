@@ -4,16 +4,18 @@ The data set lives as tensors on the device and batches are drawn by index, so a
 is a gather, one forward/backward through the stacked members, a fused Adam step and a
 foreach multiply that keeps pruned weights exactly zero. Metrics are read back to the
 host only at evaluation points. On a GPU the step is captured once as a CUDA graph and
-replayed (`TrainStep.captured`; LTH_CUDA_GRAPHS=0 turns that off), with cuDNN held to
-deterministic float32 kernels (no TF32). The loss is the sum over members of each member's mean
+replayed (`TrainStep.captured`; LTH_CUDA_GRAPHS=0 turns that off), in the precision
+`protocol.training_precision` gives (`kernels`: float32 unless a network's protocol says
+otherwise on a GPU), with cuDNN held to deterministic kernels. The loss is the sum over members of each member's mean
 cross-entropy, and Adam is elementwise, so every member trains exactly as it would
 alone (tests/test_train.py checks this against one-by-one training).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import torch
@@ -21,7 +23,7 @@ import torch.nn.functional as F
 
 from lth_lib.data import Augment, Dataset, batch_indices, test_subset, validation_split
 from lth_lib.models import Dropout, ModuleStack, Network, State, stacked
-from lth_lib.protocol import ADAM_BETAS, ADAM_EPS, LR_DROP, TrainingHparams
+from lth_lib.protocol import ADAM_BETAS, ADAM_EPS, LR_DROP, PRECISIONS, TrainingHparams
 from lth_lib.pruning import Mask
 from lth_lib.results import METRICS
 
@@ -87,8 +89,10 @@ def train(
     start_iteration: int = 0,
     snapshot_iterations: tuple[int, ...] = (),
     progress: Callable[[int, dict[str, list[float]]], None] | None = None,
+    precision: str = "float32",
 ) -> list[TrainResult]:
-    """Train `members` together on `data` (on data's device) from `start_iteration`.
+    """Train `members` together on `data` (on data's device) from `start_iteration`, in
+    `precision` (`kernels`; steps and evaluation alike).
 
     Training runs to `hparams.iterations` (a rewound ticket resumes at its rewind
     iteration). `snapshot_iterations` keeps each member's weights at those iterations.
@@ -104,8 +108,8 @@ def train(
     batches = batch_indices(train_idx, [m.noise_seed for m in members], batch, start_iteration, device)
     curve: dict[str, list[list[float]]] = {key: [] for key in CURVE_KEYS}
     snapshots: dict[int, list[State]] = {}
-    with float32_kernels():
-        step = TrainStep.build(network_name, members, hparams, device, hparams.dropout)
+    with kernels(precision, device):
+        step = TrainStep.build(network_name, members, hparams, device, hparams.dropout, precision)
         take_step = step.feeder(data.train_x, data.train_y, batch)
         for iteration in range(start_iteration, hparams.iterations + 1):
             if iteration in snapshot_iterations:
@@ -136,10 +140,26 @@ def device_name(device: torch.device) -> str:
     return f"CPU ({os.cpu_count()} cores)"
 
 
-def float32_kernels():
-    """cuDNN held to deterministic float32 kernels (its default lets convolutions use TF32
-    and pick algorithms that vary between runs); matmuls are float32 by PyTorch's default."""
-    return torch.backends.cudnn.flags(enabled=True, benchmark=False, deterministic=True, allow_tf32=False)
+@contextlib.contextmanager
+def kernels(precision: str = "float32", device: str | torch.device = "cpu") -> Iterator[None]:
+    """Run in `precision` (`protocol.PRECISIONS`) on `device`, with cuDNN held to
+    deterministic kernels (its default picks algorithms that vary between runs): float32
+    (cuDNN's default lets convolutions use TF32; here they do not, nor matmuls), tf32
+    (convolutions and matmuls in CUDA's TensorFloat-32; a CPU has none, so there it is
+    float32), or bf16 (autocast on `device`'s type: convolutions and matmuls in bfloat16,
+    weights, optimiser and loss in float32). The settings are restored afterwards."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; choose one of: {', '.join(PRECISIONS)}")
+    tf32, matmul = precision == "tf32", torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = tf32
+    try:
+        with (
+            torch.backends.cudnn.flags(enabled=True, benchmark=False, deterministic=True, allow_tf32=tf32),
+            torch.autocast(torch.device(device).type, torch.bfloat16, enabled=precision == "bf16", cache_enabled=False),
+        ):  # fmt: skip
+            yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = matmul
 
 
 class TrainStep:
@@ -171,10 +191,11 @@ class TrainStep:
 
     @classmethod
     def build(cls, network_name: str, members: list[Member], lr: float | TrainingHparams,
-              device: str | torch.device = "cpu", dropout: float = 0.0) -> TrainStep:  # fmt: skip
+              device: str | torch.device = "cpu", dropout: float = 0.0, precision: str = "float32") -> TrainStep:  # fmt: skip
         """The step `train` uses: a K-member network from `members`' weights and masks,
         with `dropout` masks (and augmentation, if `lr` asks for it) drawn from each
-        member's `noise_seed`."""
+        member's `noise_seed`. In bf16 it uses autograd (autocast chooses each product's
+        precision there; the manual pass is float32's)."""
         network = stacked(network_name, members=len(members)).to(device)
         network.load_members([m.weights for m in members])
         masks = [
@@ -187,6 +208,7 @@ class TrainStep:
             network,
             masks,
             lr,
+            manual=False if precision == "bf16" else None,
             dropout=(dropout, seeds) if dropout else None,
             augment=seeds if augment else None,
         )

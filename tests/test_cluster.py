@@ -105,13 +105,14 @@ def test_units_cover_every_trial_once_and_jobs_share_the_work_evenly():
         scaled_experiment(n, "paper", controls=controls) for n in ("lenet300", "conv2", "conv4", "conv6")
     ]
     on_gpu, on_cpu = units(experiments + experiments[:1], "cuda"), units(experiments, "cpu")
-    assert [u.trials for u in on_gpu] == [(0, 1, 2, 3, 4)] * 4  # the repeated experiment is left out
+    # the repeated experiment is left out; on a GPU a Conv trial's level is a job's stack (`default_max_members`)
+    assert [u.trials for u in on_gpu] == [(0, 1, 2, 3, 4)] + [(t,) for t in range(5)] * 3
     assert [u.trials for u in on_cpu] == [(0, 1), (2, 3), (4,)] + [(t,) for t in range(5)] * 3
     dealt = deal(on_cpu, 4)
     assert sorted(str(u) for job in dealt for u in job) == sorted(str(u) for u in on_cpu)
     loads = [sum(u.cost for u in job) for job in dealt]
     assert max(loads) - min(loads) <= max(u.cost for u in on_cpu)  # no job waits on more than one unit's work
-    assert len(deal(on_gpu, 10)) == 4  # never an empty job
+    assert len(deal(on_gpu, 20)) == 16  # never an empty job
 
 
 def test_slurm_options_become_sbatch_lines(tmp_path):

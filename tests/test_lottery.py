@@ -10,7 +10,7 @@ from lth_lib.models import Network, glorot_init
 from lth_lib.protocol import CONTROLS, Experiment, paper_experiment, scaled_experiment
 from lth_lib.pruning import dense_mask, mask_counts, prune_tickets
 from lth_lib.results import trained_text
-from lth_lib.schedule import DEFAULT_MAX_MEMBERS, GPU_MAX_MEMBERS, default_max_members, level_size
+from lth_lib.schedule import DEFAULT_MAX_MEMBERS, GPU_MAX_MEMBERS, Schedule, default_max_members, level_size
 
 TINY = {"iterations": 20, "eval_every": 10, "eval_examples": 200, "rounds": 2}
 
@@ -129,13 +129,19 @@ def test_drivers_give_the_same_results_with_and_without_ensembles(synthetic):
         assert a.early_stop_test_acc == pytest.approx(b.early_stop_test_acc, abs=0.011)
 
 
-def test_conv_networks_train_one_at_a_time_on_cpu_only_and_a_gpu_stacks_a_whole_paper_level():
+def test_conv_networks_train_one_at_a_time_on_cpu_and_one_trial_s_level_at_a_time_on_a_gpu():
     assert default_max_members("conv2", "cpu") == 1  # stacked grouped conv is slower there
     assert default_max_members("lenet300", "cpu") == DEFAULT_MAX_MEMBERS
-    paper_level = level_size(scaled_experiment("conv6", "paper", controls=CONTROLS), 1)
-    assert paper_level == 35
-    for network in ("lenet300", "conv6"):
-        assert default_max_members(network, torch.device("cuda")) == GPU_MAX_MEMBERS >= paper_level
+    exp = scaled_experiment("conv6", "paper", controls=CONTROLS)
+    paper_level, trial_level = level_size(exp, 1), level_size(exp, 1, trials=1)
+    assert (paper_level, trial_level) == (35, 7)
+    assert (
+        default_max_members("lenet300", torch.device("cuda"), trial_level) == GPU_MAX_MEMBERS >= paper_level
+    )
+    assert default_max_members("conv6", torch.device("cuda"), trial_level) == trial_level
+    # so a GPU trains a paper-scale Conv level trial by trial, each stored as it finishes
+    schedule = Schedule.of(exp, torch.device("cuda"))
+    assert schedule.groups == [[t] for t in range(5)] and schedule.max_members == 7
 
 
 def test_the_output_rate_follows_the_fc_rate_after_overrides_unless_given():

@@ -31,7 +31,7 @@ from lth_lib.portable import (
 )
 from lth_lib.protocol import paper_experiment
 from lth_lib.results import NotKeptError
-from lth_lib.schedule import OutOfTime
+from lth_lib.schedule import OutOfTime, level_size
 from lth_lib.store import load_level, sync
 from lth_lib.travel import weight_travel
 
@@ -274,3 +274,63 @@ def test_a_packed_data_set_loads_as_the_folder_it_was_packed_from(tmp_path):
     for field in ("train_x", "train_y", "test_x", "test_y"):
         assert torch.equal(getattr(packed, field), getattr(folder, field))
     assert packed.train_y.tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2]  # airplane, bird, cat
+
+
+def test_a_level_whose_trials_finish_in_different_calls_travels_trial_by_trial_and_resumes_exactly(
+    synthetic, tmp_path, monkeypatch
+):
+    exp = paper_experiment("lenet300", **{**SMALL, "trials": 3, "control_trials": 1})
+    per_trial = level_size(exp, 1, trials=1)  # one trial's networks at a time, as Conv trains on a GPU
+    whole = run(exp, synthetic, results_root=tmp_path / "whole", max_members=per_trial, progress=False)
+    monkeypatch.setattr(portable, "SMALL_MASKS", 0)  # masks kept only where a resume needs them, as Conv's
+    jobs = iter(range(100))
+
+    def fake_deadline(deadline, total, first, name):  # the fifth job would not finish in time
+        late = next(jobs) >= 4
+
+        def check(iteration, metrics):
+            if late:
+                raise OutOfTime(f"{name} would end after the deadline")
+
+        return check
+
+    monkeypatch.setattr("lth_lib.schedule.deadline_watch", fake_deadline)
+    with pytest.raises(OutOfTime):  # the groups in turn: level 0 of trials 0-2, level 1 of trial 0, then stop
+        run(
+            exp,
+            synthetic,
+            results_root=tmp_path / "first",
+            max_members=per_trial,
+            progress=False,
+            deadline=0.0,
+        )
+    store = tmp_path / "portable"
+    written = sync(tmp_path / "first" / whole.directory.name, store)
+    assert sorted(p.name for p in written) == ["level_000.npz", "level_001-trial_0.npz"]
+    folder = written[0].parent
+    assert stored_levels(folder) == [0] and read_level(folder, 1) is None
+    assert read_level(folder, 1, [0]).records == [r for r in whole.records if r.level == 1 and r.trial == 0]
+
+    # another machine goes on from the portable store alone, and its levels travel too
+    monkeypatch.undo()
+    monkeypatch.setattr(portable, "SMALL_MASKS", 0)
+    run(
+        exp,
+        synthetic,
+        portable=store,
+        results_root=tmp_path / "second",
+        max_members=per_trial,
+        progress=False,
+    )
+    written = sync(tmp_path / "second" / whole.directory.name, store)
+    assert sorted(p.name for p in written) == [
+        "level_001-trial_1.npz",
+        "level_001-trial_2.npz",
+        "level_002.npz",
+    ]
+    assert stored_levels(folder) == [0, 1, 2]
+    resumed = run(
+        exp, synthetic, portable=store, results_root=tmp_path / "nothing", training=False, progress=False
+    )
+    assert resumed.records == whole.records  # bit for bit
+    assert len(training_times(folder)) == 5  # a record per file: 3 parts, 2 whole levels
