@@ -10,7 +10,7 @@ import time
 import pytest
 import torch
 
-from lth_lib.advance import advance, levels_stored, main, queue
+from lth_lib.advance import advance, describe, levels_stored, main, queue, work_left
 from lth_lib.data import pack_data
 from lth_lib.lottery import run
 from lth_lib.paths import PROJECT
@@ -123,3 +123,23 @@ def test_without_training_each_notebook_draws_the_networks_the_store_covers(
         "weight_travel": ["lenet300"],
         "tickets": ["lenet300"],
     }
+
+
+def test_the_estimate_counts_evaluation_and_what_each_trial_group_has_stored(tmp_path, monkeypatch):
+    monkeypatch.setattr("lth_lib.advance.seconds_per_step", lambda network, members, device: 0.001)
+    monkeypatch.setattr("lth_lib.advance.seconds_per_evaluation", lambda exp, members, device: 1.0)
+    per_iteration = 0.001 + 1.0 / 100  # a step, and an evaluation point every 100 steps
+    conv2 = next(
+        row for row in work_left("paper", None, "cuda") if describe(row["experiment"]) == "conv2 iterative"
+    )
+    # on a GPU a Conv trial's level (7 networks) is one stack: 5 trials x 21 levels of 20,000 iterations
+    assert conv2["done"] == 0 and conv2["seconds"] == pytest.approx(5 * 21 * 20_000 * per_iteration)
+    # level 0 of every trial stored, and level 1 of trial 0 (a level that spans calls)
+    monkeypatch.setattr("lth_lib.advance.stored_folders", lambda exp, store: {"copy": tmp_path})
+    monkeypatch.setattr("lth_lib.advance.stored_parts", lambda folder: {0: {None}, 1: {0}})
+    conv2 = next(
+        row
+        for row in work_left("paper", tmp_path, "cuda")
+        if describe(row["experiment"]) == "conv2 iterative"
+    )
+    assert conv2["done"] == 1 and conv2["seconds"] == pytest.approx((19 + 4 * 20) * 20_000 * per_iteration)
