@@ -130,7 +130,8 @@ def seconds_per_evaluation(exp: Experiment, members: int, device: str, examples:
     """One evaluation point of `members` stacked networks of `exp` on `device`: validation
     and test examples as `exp` evaluates them (all 5,000 and 10,000 at paper scale), in
     the precision `protocol.training_precision` gives, timed on `examples` random ones and
-    scaled to that many."""
+    scaled to that many. Test examples count at every point: an upper bound where test
+    metrics are computed on a grid (`protocol.evaluation_grid`)."""
     shape, count = architecture(exp.network).input_shape, exp.training.eval_examples
     evaluated = (count or VALIDATION_EXAMPLES) + (count or TEST_EXAMPLES)
     network = stacked(exp.network, members).to(device)

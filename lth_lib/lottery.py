@@ -10,8 +10,8 @@ and train the paper's controls beside them, level by level.
 - Random pruning: a random mask with the ticket's per-layer counts, on the ticket's
   initial values.
 
-`run` goes through each group of trials (`lth_lib.schedule`) job by job. A job is a
-step that skips itself when the level store (`lth_lib.store`) holds its levels;
+`run` goes through each group of trials (`lth_lib.schedule`) job by job, the groups in
+turn (every group's level 1 before any group's level 2). A job is a step that skips itself when the level store (`lth_lib.store`) holds its levels;
 otherwise it prunes (each trial's ticket mask for its levels), trains the tickets and
 their controls as one stack, and stores the levels. The dense level 0 is first looked
 for in the shared dense store, where any experiment that trains the same networks alike
@@ -33,7 +33,7 @@ import torch
 from lth_lib.data import Dataset, load_dataset
 from lth_lib.models import State, initial_state, parameter_shapes
 from lth_lib.progress import TrainingBar
-from lth_lib.protocol import Experiment, architecture, rewind_points, training_precision
+from lth_lib.protocol import Experiment, architecture, evaluation_grid, rewind_points, training_precision
 from lth_lib.pruning import Mask, dense_mask, mask_counts, prune_tickets, random_prune, remaining_fraction
 from lth_lib.results import Level, NotKept, Record, Results, concatenated, precision_of
 from lth_lib.schedule import Job, Schedule
@@ -117,6 +117,7 @@ def run(
     training: bool = True,
     deadline: float | None = None,
     precision: str | None = None,
+    test_every: int | None = None,
 ) -> Results:
     """Run `exp`, reusing every finished level in the store and continuing from the first
     unfinished one. `data` (a Dataset) overrides loading from `data_root`/LTH_DATA.
@@ -132,14 +133,16 @@ def run(
     it. A trial that another process is training (`train_trials`) is waited for, then read.
     `precision`: what the networks train in (`protocol.PRECISIONS`; default
     `protocol.training_precision`: float32, except a network whose protocol says otherwise
-    on a GPU); each level records it.
+    on a GPU); each level records it. `test_every`: where test metrics are computed besides
+    each new minimum of validation loss (`train.train`; default `protocol.evaluation_grid`: every
+    evaluation point, except a network whose protocol says otherwise on a GPU); recorded too.
     Nothing is written before a level is ready to train (`_ready`) or, if none is, before
     the tables: a refused run leaves nothing behind."""
     device = default_device(device)
     schedule = Schedule.of(exp, device, max_members)
     setup = _Run.open(exp, schedule, data=data, data_root=data_root, results_root=results_root,
                       results_store=results_store, portable=portable, device=device, progress=progress,
-                      deadline=deadline, training=training, precision=precision)  # fmt: skip
+                      deadline=deadline, training=training, precision=precision, test_every=test_every)  # fmt: skip
     walks = _level_by_level(setup, [_walk(setup, group, training) for group in schedule.groups])
     results = _results(setup, walks)
     if training:
@@ -160,12 +163,13 @@ def train_trials(
     progress: bool = False,
     portable: str | Path | None = None,
     precision: str | None = None,
+    test_every: int | None = None,
 ) -> None:
     """Train `trials` of `exp` into the results store, resuming from what it holds: what a
     cluster job runs (`lth_lib.cluster`). `trials` must be whole groups of
     `schedule.trial_groups(exp, max_members)`, so that they stack as they would in one `run`
     of the whole experiment with the same `max_members` and give its numbers; a trial
-    another process is training is waited for. `data`, `portable` and `precision` are as in `run`. The
+    another process is training is waited for. `data`, `portable`, `precision` and `test_every` are as in `run`. The
     tables are written by the `run` that reads the finished experiment. A refused call
     (trials that are not whole groups, data or a device it cannot train on, levels it cannot
     resume from) writes nothing."""
@@ -179,7 +183,7 @@ def train_trials(
         )
     setup = _Run.open(exp, schedule, data=data, data_root=data_root, results_root=results_root, results_store=True,
                       portable=portable, device=device, progress=progress, deadline=None, training=True,
-                      precision=precision)  # fmt: skip
+                      precision=precision, test_every=test_every)  # fmt: skip
     _level_by_level(setup, [_walk(setup, group, True) for group in mine])
 
 
@@ -187,7 +191,7 @@ def train_trials(
 class _Run:
     """What every trial group of one run shares: the experiment (with the data copy it runs
     on), its schedule and stores, the data (loaded when first needed: drawing needs none),
-    progress, deadline and the precision it trains in."""
+    progress, deadline, the precision it trains in and where it computes test metrics."""
 
     exp: Experiment
     schedule: Schedule
@@ -198,6 +202,7 @@ class _Run:
     progress: bool
     deadline: float | None
     precision: str
+    test_every: int | None
     loaded: Dataset | None = None
     bar: TrainingBar | None = None  # one progress bar over the run's training, once it trains
 
@@ -217,13 +222,17 @@ class _Run:
         deadline: float | None,
         training: bool,
         precision: str | None,
+        test_every: int | None,
     ) -> _Run:
         """The run of `exp` by `schedule`, with its stores opened (`store.open_stores`)
         before any work, nothing written yet (an unknown precision is refused first)."""
         precision = training_precision(exp.network, device.type, precision)
+        test_every = evaluation_grid(exp.network, device.type, test_every)
         stores = open_stores(exp, data=data, data_root=data_root, root=results_root, results_store=results_store,
                              portable=portable, training=training)  # fmt: skip
-        return cls(stores.exp, schedule, stores, data, data_root, device, progress, deadline, precision)
+        return cls(
+            stores.exp, schedule, stores, data, data_root, device, progress, deadline, precision, test_every
+        )
 
     def dataset(self) -> Dataset:
         """The data on the training device, loaded when first asked for."""
@@ -413,13 +422,13 @@ def _train_job(setup: _Run, walked: _Walk, job: Job, remaining: int) -> list[Lev
     started, results = time.monotonic(), []
     for at in range(0, len(members), max_members):
         stack = [member for _, member in members[at : at + max_members]]
-        results += train(
-            exp.network, stack, data, exp.training, job.first, snapshots, progress, setup.precision
-        )
+        results += train(exp.network, stack, data, exp.training, job.first, snapshots, progress, setup.precision,
+                         setup.test_every)  # fmt: skip
     trained = {
         "seconds": round(time.monotonic() - started, 1), "levels_in_job": len(job.levels), "networks": len(members),
         "at_once": min(max_members, len(members)), "device": device_name(data.train_x.device),
         "torch": str(torch.__version__), "trials": list(trials), "precision": setup.precision,
+        "test_every": setup.test_every,
     }  # fmt: skip
     ours = {level: [(label, member, result) for (label, member), result in zip(members, results) if label.level == level]
             for level in job.levels}  # fmt: skip

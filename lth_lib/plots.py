@@ -180,6 +180,7 @@ def plot_training_curves(
     settled = []
     for i, level in enumerate(levels):
         rows = curves[(curves.level == level) & (curves.kind == (kind if level else "ticket"))]
+        rows = rows.dropna(subset=[metric])  # test metrics may be computed at some points only
         if rows.empty:
             raise ValueError(f"no {kind!r} curves at level {level} (levels run 0-{curves.level.max()})")
         stats = rows.groupby("iteration")[metric].agg(["mean", "min", "max"])
@@ -406,7 +407,7 @@ def controls_figure(results: Results, scale: str | None = None) -> Figure:
     settled = []
     curves_at_level = results.curves().query("level == @level")
     for i, kind in enumerate(("ticket",) + results.experiment.controls):
-        rows = curves_at_level[curves_at_level.kind == kind]
+        rows = curves_at_level[curves_at_level.kind == kind].dropna(subset=["test_acc"])
         stats = rows.groupby("iteration")["test_acc"].agg(["mean", "min", "max"])
         settled.append(stats)
         style = "-" if kind == "ticket" else "--"

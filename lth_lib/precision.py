@@ -5,7 +5,9 @@ in a faster precision, before a GPU slot trains anything in it.
 
 Trains the dense level 0 of the paper-scale experiment whose level 0 the portable store
 holds (Conv-2: 5 trials, 20,000 iterations, evaluated as the protocol evaluates) in
-`--precision`, from the same seeds, and writes a table beside the stored float32 numbers:
+`--precision`, from the same seeds (test metrics where the queue computes them:
+`protocol.evaluation_grid`; the early-stop numbers do not depend on it), and writes a
+table beside the stored float32 numbers:
 per trial the early-stop iteration and the test accuracy there, then their means and
 min-max ranges. The two agree when each precision's mean of both lies within the other's
 min-max range over the trials; the command exits 0 if they agree, 3 if not (so
@@ -22,7 +24,7 @@ from pathlib import Path
 from lth_lib.data import Dataset, load_dataset
 from lth_lib.models import initial_state
 from lth_lib.portable import portable_store, read_level, stored_folders
-from lth_lib.protocol import PRECISIONS, Experiment, architecture
+from lth_lib.protocol import PRECISIONS, Experiment, architecture, evaluation_grid
 from lth_lib.pruning import dense_mask
 from lth_lib.results import Record
 from lth_lib.train import Member, default_device, device_name, train
@@ -65,7 +67,8 @@ def side_by_side(network: str, precision: str, data: Dataset, store: Path,
     exp, stored = stored_dense(network, store, data.copy, experiments)
     members = [Member(initial_state(network, seed), dense_mask(network), seed) for seed in exp.seeds]
     started = time.monotonic()
-    trained = train(network, members, data, exp.training, precision=precision)
+    test_every = evaluation_grid(network, data.train_x.device.type)  # as the queue will train
+    trained = train(network, members, data, exp.training, precision=precision, test_every=test_every)
     seconds = time.monotonic() - started
     ours = {m: [getattr(r, m) for r in trained] for m in MEASURES}
     theirs = {m: [getattr(r, m) for r in sorted(stored, key=lambda r: r.trial)] for m in MEASURES}

@@ -14,6 +14,7 @@ iterations done, the time left for the experiment and the latest test accuracy.
 from __future__ import annotations
 
 import importlib.util
+import math
 import os
 import shutil
 import sys
@@ -70,8 +71,9 @@ class TrainingBar:
                 last = first
             self.tqdm.update(iteration - last)
             last = iteration
-            accuracies = metrics["test_acc"]
-            self.tqdm.set_postfix(test_acc=f"{sum(accuracies) / len(accuracies):.4f}", refresh=False)
+            accuracy = sum(metrics["test_acc"]) / len(metrics["test_acc"])
+            if not math.isnan(accuracy):  # test metrics were computed at this point
+                self.tqdm.set_postfix(test_acc=f"{accuracy:.4f}", refresh=False)
 
         return update
 

@@ -231,6 +231,10 @@ class NetworkProtocol:
     # Deviation: the precision it trains in on a GPU (`PRECISIONS`; a CPU trains in float32 always;
     # `lottery.run(precision=...)` overrides it). Every level records the precision it trained in.
     gpu_precision: str = "float32"
+    # Where test metrics are computed on a GPU (`train.train`'s `test_every`): None at every
+    # evaluation point; else every this many iterations and wherever a network's validation
+    # loss reaches a new minimum (so the early-stop numbers are those of evaluating everything).
+    gpu_test_every: int | None = None
     # Per scale other than `paper`: what differs from the above (any field of an Experiment
     # and its parts, as `paper_experiment` takes them).
     scales: Mapping[str, Mapping[str, object]] = field(default_factory=dict)
@@ -265,6 +269,13 @@ _DEEP_SMOKE = {
 # Conv-2's dense level (5 trials, full length) in TF32 beside the committed float32 one
 # (`lth_lib.precision`); where they disagree, the slot trains in float32.
 _CONV_GPU_PRECISION = "tf32"
+# On a GPU, Conv-2/4/6 compute test metrics (10,000 examples, twice the validation set) only
+# every 1,000 iterations and where a network's validation loss reaches a new minimum, not at
+# every evaluation point: evaluation cost as much as training. Validation, the early-stop
+# criterion, is still evaluated every 100 iterations, and the early-stop numbers are the
+# same (tests/test_train.py); the figures' test curves have points every 1,000 iterations
+# and at those minima.
+_CONV_GPU_TEST_EVERY = 1000
 NETWORKS: dict[str, NetworkProtocol] = {
     "lenet300": NetworkProtocol(
         architecture=Architecture(dataset="mnist", input_shape=(784,), layers=(Dense(300), Dense(100), Dense(10))),
@@ -276,7 +287,8 @@ NETWORKS: dict[str, NetworkProtocol] = {
     ),
     "conv2": NetworkProtocol(
         architecture=Architecture(**_CIFAR, layers=(Conv(64), Conv(64), Pool(), *_CONV_FC)),
-        iterations=20_000, lr=2e-4, conv_rate=0.1, dropout_lr=3e-4, gpu_precision=_CONV_GPU_PRECISION,
+        iterations=20_000, lr=2e-4, conv_rate=0.1, dropout_lr=3e-4,
+        gpu_precision=_CONV_GPU_PRECISION, gpu_test_every=_CONV_GPU_TEST_EVERY,
         scales={
             "smoke": _CONV_SMOKE,
             "cpu": {"iterations": 300, "eval_every": 50, "eval_examples": 500, "rounds": 3, "trials": 1, "control_trials": 1},
@@ -284,7 +296,8 @@ NETWORKS: dict[str, NetworkProtocol] = {
     ),
     "conv4": NetworkProtocol(
         architecture=Architecture(**_CIFAR, layers=(Conv(64), Conv(64), Pool(), Conv(128), Conv(128), Pool(), *_CONV_FC)),
-        iterations=25_000, lr=3e-4, conv_rate=0.1, dropout_lr=2e-4, gpu_precision=_CONV_GPU_PRECISION,
+        iterations=25_000, lr=3e-4, conv_rate=0.1, dropout_lr=2e-4,
+        gpu_precision=_CONV_GPU_PRECISION, gpu_test_every=_CONV_GPU_TEST_EVERY,
         scales={
             "smoke": _CONV_SMOKE,
             "cpu": {"iterations": 200, "eval_every": 50, "eval_examples": 500, "rounds": 2, "trials": 1, "control_trials": 1},
@@ -295,7 +308,8 @@ NETWORKS: dict[str, NetworkProtocol] = {
             **_CIFAR,
             layers=(Conv(64), Conv(64), Pool(), Conv(128), Conv(128), Pool(), Conv(256), Conv(256), Pool(), *_CONV_FC),
         ),
-        iterations=30_000, lr=3e-4, conv_rate=0.15, dropout_lr=2e-4, gpu_precision=_CONV_GPU_PRECISION,
+        iterations=30_000, lr=3e-4, conv_rate=0.15, dropout_lr=2e-4,
+        gpu_precision=_CONV_GPU_PRECISION, gpu_test_every=_CONV_GPU_TEST_EVERY,
         scales={
             "smoke": _CONV_SMOKE,
             "cpu": {"iterations": 200, "eval_every": 50, "eval_examples": 500, "rounds": 1, "trials": 1, "control_trials": 1},
@@ -370,6 +384,18 @@ def training_precision(network: str, device_type: str, precision: str | None = N
     chosen = precision or (network_protocol(network).gpu_precision if device_type == "cuda" else "float32")
     _choice("precision", chosen, PRECISIONS)
     return chosen
+
+
+def evaluation_grid(network: str, device_type: str, test_every: int | None = None) -> int | None:
+    """Every how many iterations `network` computes test metrics on a device of
+    `device_type` besides where its validation loss reaches a new minimum (`train.train`'s
+    `test_every`; None: at every evaluation point): `test_every` if given, else None on a
+    CPU and the protocol's `gpu_test_every` on a GPU."""
+    if test_every is not None:
+        if test_every <= 0:
+            raise ValueError(f"test_every must be positive, got {test_every}")
+        return test_every
+    return network_protocol(network).gpu_test_every if device_type == "cuda" else None
 
 
 def check_scale(scale: str) -> str:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -68,6 +69,25 @@ class Record:
     early_stop_test_acc: float
     final_test_acc: float
     curve: dict[str, list[float]] = field(repr=False)
+
+    def __eq__(self, other: object) -> bool:
+        """Field by field, where a curve's NaN (a test metric not evaluated at that point:
+        `train.train`'s `test_every`) equals another NaN."""
+        if not isinstance(other, Record):
+            return NotImplemented
+        return all(
+            _same_curves(mine, theirs) if f.name == "curve" else mine == theirs
+            for f in dataclasses.fields(self)
+            for mine, theirs in [(getattr(self, f.name), getattr(other, f.name))]
+        )
+
+
+def _same_curves(a: dict[str, list[float]], b: dict[str, list[float]]) -> bool:
+    return a.keys() == b.keys() and all(
+        len(a[k]) == len(b[k])
+        and all(x == y or (math.isnan(x) and math.isnan(y)) for x, y in zip(a[k], b[k]))
+        for k in a
+    )
 
 
 @dataclass

@@ -90,6 +90,7 @@ def train(
     snapshot_iterations: tuple[int, ...] = (),
     progress: Callable[[int, dict[str, list[float]]], None] | None = None,
     precision: str = "float32",
+    test_every: int | None = None,
 ) -> list[TrainResult]:
     """Train `members` together on `data` (on data's device) from `start_iteration`, in
     `precision` (`kernels`; steps and evaluation alike).
@@ -97,6 +98,12 @@ def train(
     Training runs to `hparams.iterations` (a rewound ticket resumes at its rewind
     iteration). `snapshot_iterations` keeps each member's weights at those iterations.
     `progress(iteration, metrics)` is called at each evaluation point.
+
+    Validation metrics are computed at every evaluation point; test metrics too, unless
+    `test_every` is given: then only every `test_every` iterations, at the end, and where
+    some member's validation loss is below every earlier one (NaN elsewhere). The
+    early-stop point, the first minimum of validation loss, is always such a point, so the
+    early-stop and final numbers are those of evaluating everything.
     """
     if not 0 <= start_iteration < hparams.iterations:
         raise ValueError(f"start_iteration must be in [0, {hparams.iterations}), got {start_iteration}")
@@ -107,6 +114,7 @@ def train(
     test_idx = test_subset(len(data.test_x), hparams.eval_examples).to(device)
     batches = batch_indices(train_idx, [m.noise_seed for m in members], batch, start_iteration, device)
     curve: dict[str, list[list[float]]] = {key: [] for key in CURVE_KEYS}
+    best = torch.full((len(members),), float("inf"), device=device)  # each member's lowest validation loss
     snapshots: dict[int, list[State]] = {}
     with kernels(precision, device):
         step = TrainStep.build(network_name, members, hparams, device, hparams.dropout, precision)
@@ -115,7 +123,19 @@ def train(
             if iteration in snapshot_iterations:
                 snapshots[iteration] = step.network.member_states()
             if iteration % hparams.eval_every == 0 or iteration == hparams.iterations:
-                _record(curve, iteration, _metrics(step.network, data, val_idx, test_idx))
+                val = _split_metrics(step.network, data.train_x, data.train_y, val_idx)
+                new_best = bool((val[0] < best).any())  # a host sync, as `_record`'s
+                best = torch.minimum(best, val[0])
+                if (
+                    test_every is None
+                    or new_best
+                    or iteration % test_every == 0
+                    or iteration == hparams.iterations
+                ):
+                    test = _split_metrics(step.network, data.test_x, data.test_y, test_idx)
+                else:
+                    test = [torch.full_like(val[0], float("nan"))] * 2
+                _record(curve, iteration, val + test)
                 if progress is not None:
                     progress(iteration, {key: values[-1] for key, values in curve.items()})
             if iteration == hparams.iterations:
@@ -392,15 +412,13 @@ def _evaluate(network: Network | ModuleStack, x_all: torch.Tensor, y_all: torch.
     return loss_sum, correct
 
 
-def _metrics(
-    network: Network | ModuleStack, data: Dataset, val_idx: torch.Tensor, test_idx: torch.Tensor
+def _split_metrics(
+    network: Network | ModuleStack, x_all: torch.Tensor, y_all: torch.Tensor, idx: torch.Tensor
 ) -> list[torch.Tensor]:
-    """Per-member [val_loss, val_acc, test_loss, test_acc] as four [K] tensors (on device)."""
-    out = []
-    for idx, x_all, y_all in ((val_idx, data.train_x, data.train_y), (test_idx, data.test_x, data.test_y)):
-        loss_sum, correct = evaluate(network, x_all, y_all, idx)
-        out += [loss_sum / idx.shape[-1], correct / idx.shape[-1]]
-    return out
+    """Per-member [mean loss, accuracy] over the examples `idx` of (x_all, y_all), as two
+    [K] tensors (on the device)."""
+    loss_sum, correct = evaluate(network, x_all, y_all, idx)
+    return [loss_sum / idx.shape[-1], correct / idx.shape[-1]]
 
 
 def _record(curve: dict[str, list], iteration: int, metrics: list[torch.Tensor]) -> None:

@@ -1,13 +1,16 @@
-"""The precision networks train in: chosen by device and protocol, applied, and recorded."""
+"""How networks train and are evaluated on a GPU: the precision, where test metrics are
+computed; chosen by device and protocol, applied, and recorded."""
+
+import math
 
 import pytest
 import torch
 
 from lth_lib.data import Dataset
 from lth_lib.lottery import run
-from lth_lib.plots import scale_caption
+from lth_lib.plots import paper_figure, scale_caption
 from lth_lib.precision import agree, side_by_side
-from lth_lib.protocol import PRECISIONS, paper_experiment, training_precision
+from lth_lib.protocol import PRECISIONS, evaluation_grid, paper_experiment, training_precision
 from lth_lib.store import load_level, sync
 from lth_lib.train import kernels, train
 from tests.test_train import FAST, member
@@ -107,3 +110,29 @@ def test_the_side_by_side_trains_the_stored_dense_level_again_and_tf32_on_a_cpu_
     assert agreed and "Verdict: they agree" in table
     with pytest.raises(LookupError, match="holds no level 0 of conv4"):
         side_by_side("conv4", "tf32", cifar, tmp_path / "store", [exp])
+
+
+def test_a_gpu_computes_conv_test_metrics_on_a_grid_and_new_minima_and_a_cpu_everywhere():
+    assert evaluation_grid("conv2", "cuda") == evaluation_grid("conv6", "cuda") == 1000
+    assert (
+        evaluation_grid("conv2", "cpu") is evaluation_grid("lenet300", "cuda") is None
+    )  # None: every evaluation point
+    assert evaluation_grid("lenet300", "cpu", 500) == 500
+    with pytest.raises(ValueError, match="test_every must be positive"):
+        evaluation_grid("conv2", "cuda", 0)
+
+
+def test_a_level_with_test_metrics_at_fewer_points_is_stored_recorded_and_read_back_whole(
+    synthetic, tmp_path
+):
+    exp = paper_experiment("lenet300", iterations=60, eval_every=10, eval_examples=200, rounds=1, trials=1,
+                           control_trials=1)  # fmt: skip
+    results = run(exp, synthetic, results_root=tmp_path / "results", progress=False, test_every=30)
+    assert load_level(results.directory, 1).trained["test_every"] == 30
+    assert any(math.isnan(v) for r in results.records for v in r.curve["test_acc"])
+    written = sync(results.directory, tmp_path / "portable")
+    back = run(exp, synthetic, portable=tmp_path / "portable", results_root=tmp_path / "none", progress=False,
+               training=False)  # fmt: skip
+    assert back.records == results.records  # NaN (not computed) reads back as NaN, and equals it
+    assert len(written) == 2
+    paper_figure(back)  # the test curves drawn from the points computed

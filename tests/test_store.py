@@ -93,13 +93,13 @@ def _child_script(results_root: Path, kill_after_evaluations: int | None) -> str
         kill = f"""
 import importlib
 t = importlib.import_module("lth_lib.train")
-_metrics, calls = t._metrics, [0]
-def metrics(*args):  # once per evaluation point
+_record, calls = t._record, [0]
+def record(*args):  # once per evaluation point
     calls[0] += 1
     if calls[0] == {kill_after_evaluations}:
         os.kill(os.getpid(), signal.SIGKILL)
-    return _metrics(*args)
-t._metrics = metrics
+    return _record(*args)
+t._record = record
 """
     return f"""
 import os, signal, sys

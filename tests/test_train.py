@@ -1,4 +1,5 @@
 import dataclasses
+import math
 
 import pytest
 import torch
@@ -198,3 +199,27 @@ def test_lenet_reaches_95_percent_in_1000_iterations(mnist):
         "lenet300", [member(0)], mnist, paper_experiment("lenet300", iterations=1000, eval_every=500).training
     )
     assert r.final_test_acc > 0.95
+
+
+def test_test_metrics_at_fewer_points_give_the_early_stop_and_final_numbers_of_evaluating_everything(
+    synthetic,
+):
+    hparams = TrainingHparams(iterations=300, lr=1.2e-3, eval_every=10, eval_examples=300)
+    start = [member(0), member(1)]
+    every = train("lenet300", start, synthetic, hparams)
+    fewer = train("lenet300", start, synthetic, hparams, test_every=100)
+    lowest = [float("inf")] * len(start)
+    for a, b in zip(every, fewer):
+        assert (a.early_stop_iteration, a.early_stop_val_loss, a.early_stop_val_acc, a.early_stop_test_acc,
+                a.final_test_acc) == (b.early_stop_iteration, b.early_stop_val_loss, b.early_stop_val_acc,
+                                      b.early_stop_test_acc, b.final_test_acc)  # fmt: skip
+        assert (a.curve["val_loss"], a.curve["val_acc"]) == (b.curve["val_loss"], b.curve["val_acc"])
+        for key in ("test_loss", "test_acc"):  # where computed, the same values
+            assert all(x == y for x, y in zip(a.curve[key], b.curve[key]) if not math.isnan(y))
+    computed = [not math.isnan(v) for v in fewer[0].curve["test_acc"]]
+    assert not all(computed)  # some points were left out...
+    for i, iteration in enumerate(fewer[0].curve["iteration"]):  # ...but none that is needed
+        losses = [r.curve["val_loss"][i] for r in fewer]
+        new_low = any(loss < low for loss, low in zip(losses, lowest))
+        lowest = [min(loss, low) for loss, low in zip(losses, lowest)]
+        assert computed[i] == (new_low or iteration % 100 == 0 or iteration == hparams.iterations)
