@@ -41,7 +41,7 @@ from lth_lib.portable import (
     portable_store,
     resumable,
     stored_folders,
-    stored_parts,
+    stored_levels,
     training_times,
 )
 from lth_lib.protocol import (
@@ -90,14 +90,11 @@ def levels_stored(exp: Experiment, store: Path, trials: list[int] | None = None)
     """How many levels of `exp` (from level 0 on, without a gap) the portable store holds
     for every trial of `trials` (default: all; in a level's file or in each trial's part),
     for any copy of its data set."""
-    wanted = set(range(exp.trials) if trials is None else trials)
+    trials = list(range(exp.trials)) if trials is None else trials
     best = 0
     for folder in stored_folders(exp, store).values():
-        parts = stored_parts(folder)
-        done = 0
-        while None in parts.get(done, ()) or parts.get(done, set()) >= wanted:
-            done += 1
-        best = max(best, done)
+        levels = stored_levels(folder, trials)
+        best = max(best, next((i for i, level in enumerate(levels) if level != i), len(levels)))
     return best
 
 

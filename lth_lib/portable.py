@@ -101,14 +101,14 @@ def stored_parts(directory: Path) -> dict[int, set[int | None]]:
     return parts
 
 
-def stored_levels(directory: Path) -> list[int]:
-    """The levels a portable experiment folder holds for every trial (in the level's file,
-    or in each trial's part), in order."""
+def stored_levels(directory: Path, trials: list[int] | None = None) -> list[int]:
+    """The levels a portable experiment folder holds for every trial of `trials` (default:
+    all of its experiment's; in the level's file, or in each trial's part), in order."""
     parts = stored_parts(directory)
     if not parts:
         return []
-    trials = set(range(experiment_of(directory).trials))
-    return sorted(level for level, held in parts.items() if None in held or held >= trials)
+    wanted = set(range(experiment_of(directory).trials) if trials is None else trials)
+    return sorted(level for level, held in parts.items() if None in held or held >= wanted)
 
 
 def stored_folders(exp: Experiment, store: Path) -> dict[str, Path]:

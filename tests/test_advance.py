@@ -136,7 +136,7 @@ def test_the_estimate_counts_evaluation_and_what_each_trial_group_has_stored(tmp
     assert conv2["done"] == 0 and conv2["seconds"] == pytest.approx(5 * 21 * 20_000 * per_iteration)
     # level 0 of every trial stored, and level 1 of trial 0 (a level that spans calls)
     monkeypatch.setattr("lth_lib.advance.stored_folders", lambda exp, store: {"copy": tmp_path})
-    monkeypatch.setattr("lth_lib.advance.stored_parts", lambda folder: {0: {None}, 1: {0}})
+    monkeypatch.setattr("lth_lib.portable.stored_parts", lambda folder: {0: {None}, 1: {0}})
     conv2 = next(
         row
         for row in work_left("paper", tmp_path, "cuda")
