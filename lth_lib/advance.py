@@ -27,6 +27,7 @@ import signal
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -113,14 +114,7 @@ def seconds_per_step(network: str, members: int, device: str, steps: int = 3) ->
             x, y, batch
         )
         take(idx)  # warm-up
-        if device != "cpu":
-            torch.cuda.synchronize()
-        started = time.perf_counter()
-        for _ in range(steps):
-            take(idx)
-    if device != "cpu":
-        torch.cuda.synchronize()
-    return (time.perf_counter() - started) / steps
+        return _timed(lambda: [take(idx) for _ in range(steps)], device) / steps
 
 
 def seconds_per_evaluation(exp: Experiment, members: int, device: str, examples: int = 512) -> float:
@@ -136,13 +130,18 @@ def seconds_per_evaluation(exp: Experiment, members: int, device: str, examples:
     idx = torch.arange(examples, device=device)
     with kernels(training_precision(exp.network, torch.device(device).type), device):
         evaluate(network, x, y, idx[:8])  # warm-up
-        if device != "cpu":
-            torch.cuda.synchronize()
-        started = time.perf_counter()
-        evaluate(network, x, y, idx)
-        if device != "cpu":
-            torch.cuda.synchronize()
-    return (time.perf_counter() - started) * evaluated / examples
+        return _timed(lambda: evaluate(network, x, y, idx), device) * evaluated / examples
+
+
+def _timed(work: Callable[[], object], device: str) -> float:
+    """Seconds `work()` takes on `device`, with the GPU's queue drained before and after."""
+    if device != "cpu":
+        torch.cuda.synchronize()
+    started = time.perf_counter()
+    work()
+    if device != "cpu":
+        torch.cuda.synchronize()
+    return time.perf_counter() - started
 
 
 def work_left(scale: str, store: Path | None, device: str) -> list[dict]:
