@@ -4,8 +4,9 @@
     python -m lth_lib.advance --import OUT                               # back here: merge, then commit
     python -m lth_lib.advance --status                                   # what is stored, what is left
 
-Trains the experiments the notebooks draw (`queue`: in the order of `notebook.NOTEBOOKS`,
-those a portable store can resume), each resumed from the portable store (`figures/data/paper/`, committed; out/data/<scale>/ at other scales) and
+Trains the experiments the notebooks draw (`queue`: at paper scale Figure 5's first
+passes first, then in the order of `notebook.NOTEBOOKS`; those a portable store can
+resume), each resumed from the portable store (`figures/data/paper/`, committed; out/data/<scale>/ at other scales) and
 the results store, and stops cleanly before the budget runs out: a level that would not
 finish in time is stopped and dropped (every finished one is kept) and the next
 experiment's next level is tried in the time left. The newly finished
@@ -24,6 +25,7 @@ import contextlib
 import os
 import platform
 import signal
+import statistics
 import sys
 import time
 import traceback
@@ -34,7 +36,7 @@ import torch
 
 from lth_lib.lottery import run
 from lth_lib.models import initial_state, stacked
-from lth_lib.notebook import NOTEBOOKS, NotebookParameters
+from lth_lib.notebook import NOTEBOOKS, NotebookParameters, first_pass
 from lth_lib.portable import (
     ExportError,
     export,
@@ -46,6 +48,7 @@ from lth_lib.portable import (
     training_times,
 )
 from lth_lib.protocol import (
+    CONTROLS,
     PRECISIONS,
     SCALES,
     TEST_EXAMPLES,
@@ -57,6 +60,7 @@ from lth_lib.protocol import (
     training_precision,
 )
 from lth_lib.pruning import dense_mask
+from lth_lib.results import precision_of
 from lth_lib.schedule import OutOfTime, default_max_members, job_iterations, level_size, plan, trial_groups
 from lth_lib.store import experiment_dir, located, sync
 from lth_lib.train import Member, TrainStep, default_device, device_name, evaluate, kernels
@@ -68,19 +72,37 @@ def queue(scale: str) -> list[Experiment]:
     scale only the main job's notebooks, so not Section 4's `deeper`), each once, except
     those a portable store cannot resume from any level (`portable.resumable`: Conv-2's
     one-shot sweep and its late-rewound tickets, whose dense and rewind weights are too
-    large to travel)."""
+    large to travel). At `paper` scale, Figure 5 comes first (`_soonest`)."""
     found: dict[str, Experiment] = {}
     for name in (n for n, draws in NOTEBOOKS.items() if draws.main_job or scale == "paper"):
         for drawn in NotebookParameters(name, scale).experiments().values():
             for exp in drawn.values():
                 found.setdefault(exp.identity(), exp)
-    return [exp for exp in found.values() if resumable(exp)]
+    order = _soonest(list(found.values())) if scale == "paper" else list(found.values())
+    return [exp for exp in order if resumable(exp)]
+
+
+def _soonest(experiments: list[Experiment]) -> list[Experiment]:
+    """The paper-scale order that draws Figure 5 soonest: Conv-2's first pass (its tickets
+    beside one random reinitialisation each, `notebook.first_pass`); then the late-rewound
+    tickets of the fully connected networks (LeNet's, cheap on a GPU); then Conv-4's and
+    Conv-6's first passes; then `experiments` in their order (the full experiments, with
+    the rest of their controls, the one-shot sweeps, dropout, Section 4)."""
+    figure5 = [part for exp in NotebookParameters("conv_cifar10", "paper").experiments().values()
+               for part in map(first_pass, exp.values()) if part is not None]  # fmt: skip
+    late = [exp for exp in experiments
+            if exp.pruning.rewind_iteration and not architecture(exp.network).convolutional]  # fmt: skip
+    return figure5[:1] + late + figure5[1:] + [exp for exp in experiments if exp not in late]
 
 
 def describe(exp: Experiment) -> str:
     """An experiment of the queue in a few words: network, strategy, iterative tickets
-    without controls, dropout, warm-up, rewind iteration."""
+    without controls, controls other than the paper's two (with their number per ticket),
+    dropout, warm-up, rewind iteration."""
     extras = ["tickets only"] * (exp.pruning.strategy == "iterative" and not exp.controls)
+    extras += [f"+{exp.control_trials} {' '.join(exp.controls)}"] * bool(
+        exp.controls and exp.controls != CONTROLS
+    )
     extras += [f"dropout {exp.training.dropout:g}"] * bool(exp.training.dropout)
     extras += [f"warm-up {exp.training.warmup:,}"] * bool(exp.training.warmup)
     extras += [f"k = {exp.pruning.rewind_iteration:,}"] * bool(exp.pruning.rewind_iteration)
@@ -148,16 +170,22 @@ def work_left(scale: str, store: Path | None, device: str) -> list[dict]:
     """Per experiment of `scale`: levels stored, levels in all, and an estimate of the
     time left on `device`: each trial group's levels still to train (a level's trials may
     finish in different calls), at the measured time of a step plus that of an evaluation
-    point every `eval_every` steps."""
+    point every `eval_every` steps. Beside it, where the store records levels of the same
+    network trained on a GPU (`stored_gpu_times`), the networks left at their time there:
+    `gpu_seconds` and `gpu` (where, in what precision, how many at once)."""
     rows, measured = [], {}
+    on_gpu = stored_gpu_times(scale, store) if store is not None else {}
     for exp in queue(scale):
         max_members = default_max_members(exp.network, device, level_size(exp, 1, trials=1))
         groups = trial_groups(exp, max_members)
-        iterations = 0
+        iterations = networks = 0
         for group in groups:
             done = levels_stored(exp, store, group) if store is not None else 0
             jobs = [job for job in plan(exp, max_members, len(group)) if job[0] >= done]
             iterations += job_iterations(exp, jobs, max_members, len(group))
+            networks += sum(
+                level_size(exp, level, len(group)) for level in range(done, exp.pruning.rounds + 1)
+            )
         members = min(max_members, level_size(exp, 1, len(groups[0])))
         key = (exp.network, members, exp.training.eval_every, exp.training.eval_examples)
         if iterations and key not in measured:
@@ -167,17 +195,47 @@ def work_left(scale: str, store: Path | None, device: str) -> list[dict]:
             )
         seconds = iterations * measured.get(key, 0.0)
         done = levels_stored(exp, store) if store is not None else 0
-        rows.append({"experiment": exp, "done": done, "levels": exp.pruning.rounds + 1, "seconds": seconds})
+        per_network, gpu = on_gpu.get(exp.network, (None, ""))
+        rows.append({"experiment": exp, "done": done, "levels": exp.pruning.rounds + 1, "seconds": seconds,
+                     "gpu_seconds": None if per_network is None else networks * per_network, "gpu": gpu})  # fmt: skip
     return rows
 
 
+def stored_gpu_times(scale: str, store: Path) -> dict[str, tuple[float, str]]:
+    """Per network of `scale`'s queue, the median seconds one network took to train a level
+    (evaluation included) on a GPU, as the store's levels record it (`training_times`: a
+    job's time over its networks), and how the last of them trained, e.g.
+    {"conv2": (87.7, "NVIDIA H100 80GB HBM3, float32, 5 at once")}."""
+    found: dict[str, list[tuple[float, str]]] = {}
+    for exp in queue(scale):
+        for folder in stored_folders(exp, store).values():
+            for _, trained in training_times(folder):
+                if not trained["device"].startswith("CPU"):
+                    how = f"{trained['device']}, {precision_of(trained)}, {trained['at_once']} at once"
+                    found.setdefault(exp.network, []).append((trained["seconds"] / trained["networks"], how))
+    return {
+        network: (statistics.median(s for s, _ in times), times[-1][1]) for network, times in found.items()
+    }
+
+
 def work_left_text(rows: list[dict], device: str) -> str:
-    """`work_left` as a table, with the total."""
-    lines = [f"{'experiment':<44}{'levels stored':>15}{'time left on ' + device:>22}"]
+    """`work_left` as a table, with the totals; the time on a GPU at the stored times where
+    there are any, and the GPUs they were measured on."""
+    gpu = any(row["gpu_seconds"] is not None for row in rows)
+    head = f"{'experiment':<44}{'levels stored':>15}{'time left on ' + device:>22}"
+    lines = [head + (f"{'on a GPU, at stored times':>28}" if gpu else "")]
     for row in rows:
+        at_stored = "" if not gpu else "–" if row["gpu_seconds"] is None else _duration(row["gpu_seconds"])
         lines.append(f"{describe(row['experiment']):<44}{row['done']:>9} of {row['levels']:<3}"
-                     f"{_duration(row['seconds']):>22}")  # fmt: skip
-    lines.append(f"{'total':<44}{'':>15}{_duration(sum(r['seconds'] for r in rows)):>22}")
+                     f"{_duration(row['seconds']):>22}" + (f"{at_stored:>28}" if gpu else ""))  # fmt: skip
+    total = f"{'total':<44}{'':>15}{_duration(sum(r['seconds'] for r in rows)):>22}"
+    known = [r["gpu_seconds"] for r in rows if r["gpu_seconds"] is not None]
+    lines.append(total + (f"{_duration(sum(known)) + ' (those known)':>28}" if gpu else ""))
+    hows = {r["experiment"].network: r["gpu"] for r in rows if r["gpu"]}
+    lines += [
+        f"stored times of {network}: median per network and level, last on {how}"
+        for network, how in hows.items()
+    ]
     return "\n".join(lines)
 
 

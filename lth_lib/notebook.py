@@ -174,13 +174,30 @@ class NotebookParameters:
     def run(self, experiment: Experiment, data: Dataset | None = None):
         """`lth.run` as the notebooks call it: this notebook's folders, the committed portable
         store of this scale (figures/data/paper/ at paper scale) before the results store,
-        training only where `training` allows, progress bars except at smoke scale."""
-        from lth_lib.lottery import run
+        training only where `training` allows, progress bars except at smoke scale. Where it
+        may not train, it draws whichever of `stored_versions(experiment)` the stores hold
+        the most levels of (the experiment itself on a tie): at paper scale, the first pass
+        of Figure 5's networks until their full experiments catch up; the captions name its
+        controls per ticket (`plots.scale_caption`)."""
+        from lth_lib.lottery import NothingStoredError, run
         from lth_lib.portable import committed_store
 
-        return run(experiment, data, data_root=self.data_root, results_root=self.results_root,
-                   portable=committed_store(self.scale), training=self.training,
-                   progress=self.scale != "smoke")  # fmt: skip
+        def stored(exp: Experiment):
+            return run(exp, data, data_root=self.data_root, results_root=self.results_root,
+                       portable=committed_store(self.scale), training=self.training,
+                       progress=self.scale != "smoke")  # fmt: skip
+
+        if self.training:
+            return stored(experiment)
+        found, missing = [], []
+        for version in stored_versions(experiment):
+            try:
+                found.append(stored(version))
+            except NothingStoredError as error:
+                missing.append(error)
+        if not found:
+            raise missing[0]  # naming the experiment itself
+        return max(found, key=lambda results: results.levels_done)
 
     def stability(self, results, level: int):
         """`lth.stability` of trial 0's ticket at `level` as the notebooks measure it: read
@@ -271,6 +288,27 @@ DRAWINGS: dict[str, Callable[[NotebookParameters, str], dict[str, Experiment]]] 
     },
     "late rewinding": _late_rewinding,
 }
+
+
+def first_pass(exp: Experiment) -> Experiment | None:
+    """The part of `exp` that draws its figure soonest: its tickets, each beside one random
+    reinitialisation rather than the paper's 3 reinitialisations and 3 random prunings (at
+    paper scale 2 networks per ticket and level instead of 7); None where that is `exp`
+    itself, or `exp` is not iterative with random reinitialisation. Its own experiment
+    (its own lineage of masks, so the figure never mixes two runs), trained first at paper
+    scale (`advance.queue`); the full experiment trains its tickets again later, the cost of
+    drawing Figure 5 from a third of the work."""
+    if exp.pruning.strategy != "iterative" or "reinit" not in exp.controls:
+        return None
+    part = dataclasses.replace(exp, controls=("reinit",), control_trials=1)
+    return None if part == exp else part
+
+
+def stored_versions(exp: Experiment) -> list[Experiment]:
+    """The experiments whose stored levels can draw `exp`'s figures, best first: `exp`, then
+    its first pass (`first_pass`)."""
+    return [exp, *filter(None, [first_pass(exp)])]
+
 
 _OWN = {f.name for f in dataclasses.fields(NotebookParameters)} - {"notebook", "protocol"}
 _IPYTHON_NAMES = {"In", "Out", "get_ipython", "exit", "quit", "open"}

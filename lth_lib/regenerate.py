@@ -53,7 +53,7 @@ from pathlib import Path
 import torch
 
 from lth_lib.cluster import EXECUTORS, Options
-from lth_lib.notebook import COMMITTED_FIGURES, NOTEBOOKS, SAVED_AS, NotebookParameters
+from lth_lib.notebook import COMMITTED_FIGURES, NOTEBOOKS, SAVED_AS, NotebookParameters, stored_versions
 from lth_lib.paths import PROJECT
 from lth_lib.protocol import SCALES, Experiment, check_scale, default_scale
 from lth_lib.train import default_device, device_name
@@ -131,15 +131,19 @@ def drawn_experiments(params: NotebookParameters) -> list[Experiment]:
 def drawable(names: list[str], scale: str) -> dict[str, list[str]]:
     """For a run that must not train: per notebook, the networks whose experiments the
     committed portable store holds a pruned level of, the dense level and at least one
-    round (notebooks with none are left out)."""
+    round, itself or in its first pass (`notebook.stored_versions`; notebooks with none
+    are left out)."""
     from lth_lib.advance import levels_stored
     from lth_lib.portable import portable_store
+
+    def pruned(exp: Experiment) -> bool:
+        return any(levels_stored(version, store) > 1 for version in stored_versions(exp))
 
     store, plan = portable_store(scale), {}
     for name in names:
         drawn = NotebookParameters(name, scale).experiments()
         networks = [network for network, experiments in drawn.items()
-                    if store is not None and all(levels_stored(e, store) > 1 for e in experiments.values())]  # fmt: skip
+                    if store is not None and all(map(pruned, experiments.values()))]  # fmt: skip
         if networks:
             plan[name] = networks
     return plan

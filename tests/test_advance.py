@@ -1,6 +1,7 @@
 """Paper scale in short slots: advance within a budget, export, import, resume exactly."""
 
 import contextlib
+import dataclasses
 import json
 import os
 import subprocess
@@ -143,3 +144,79 @@ def test_the_estimate_counts_evaluation_and_what_each_trial_group_has_stored(tmp
         if describe(row["experiment"]) == "conv2 iterative"
     )
     assert conv2["done"] == 1 and conv2["seconds"] == pytest.approx((19 + 4 * 20) * 20_000 * per_iteration)
+
+
+def test_the_estimate_at_stored_gpu_times_counts_the_networks_left(monkeypatch):
+    from lth_lib.advance import stored_gpu_times, work_left_text
+    from lth_lib.portable import portable_store
+
+    monkeypatch.setattr("lth_lib.advance.seconds_per_step", lambda network, members, device: 0.001)
+    monkeypatch.setattr("lth_lib.advance.seconds_per_evaluation", lambda exp, members, device: 1.0)
+    committed = portable_store("paper")
+    times = stored_gpu_times("paper", committed)
+    # Conv-2's dense level 0, its only stored level: 5 networks at once in 438.7 s on an H100
+    assert times["conv2"] == (pytest.approx(438.7 / 5), "NVIDIA H100 80GB HBM3, float32, 5 at once")
+    assert set(times) == {"lenet300", "conv2"}  # no other network has a level trained on a GPU
+    rows = {describe(row["experiment"]): row for row in work_left("paper", committed, "cpu")}
+    # the first pass: 5 dense networks, then 20 levels of 5 tickets and 5 reinitialisations
+    assert rows["conv2 iterative +1 reinit"]["gpu_seconds"] == pytest.approx((5 + 20 * 10) * 438.7 / 5)
+    # the full experiment has its level 0: 20 levels of 35 networks
+    assert rows["conv2 iterative"]["gpu_seconds"] == pytest.approx(20 * 35 * 438.7 / 5)
+    assert rows["lenet300 iterative"]["gpu_seconds"] == 0 and rows["conv4 iterative"]["gpu_seconds"] is None
+    text = work_left_text(list(rows.values()), "cpu")
+    assert "on a GPU, at stored times" in text and "NVIDIA H100 80GB HBM3, float32, 5 at once" in text
+
+
+def test_the_paper_queue_draws_figure_5_first_with_one_reinitialisation_per_ticket():
+    order = [describe(exp) for exp in queue("paper")]
+    assert order[:5] == [
+        "conv2 iterative +1 reinit",  # Figure 5's Conv-2: tickets and one reinitialisation each
+        "lenet300 iterative tickets only k = 1,000",  # LeNet's late rewinding
+        "lenet300 iterative tickets only k = 5,000",
+        "conv4 iterative +1 reinit",
+        "conv6 iterative +1 reinit",
+    ]
+    # then the full experiments, with the rest of their controls, and everything else, once each
+    assert order[5:9] == ["lenet300 iterative", "conv2 iterative", "conv4 iterative", "conv6 iterative"]
+    assert len({exp.identity() for exp in queue("paper")}) == len(order)
+    first = queue("paper")[0]
+    assert (first.controls, first.control_trials, first.trials) == (("reinit",), 1, 5)
+    assert [describe(exp) for exp in queue("smoke")][:2] == [
+        "lenet300 iterative",
+        "conv2 iterative",
+    ]  # as drawn
+
+
+def test_without_training_a_figure_is_drawn_from_the_first_pass_while_it_holds_more_levels(
+    local_data, tmp_path, monkeypatch
+):
+    from lth_lib.notebook import NotebookParameters, first_pass
+    from lth_lib.plots import scale_caption
+    from lth_lib.regenerate import drawable
+    from lth_lib.store import sync
+
+    params = NotebookParameters("lenet_mnist", "smoke", results_root=str(tmp_path / "empty"), train=False)
+    full = params.experiments()["lenet300"]["iterative"]
+    part = first_pass(full)
+    for exp, keep in (
+        (full, 1),
+        (part, part.pruning.rounds + 1),
+    ):  # the full experiment: its dense level only
+        results = run(exp, data_root=local_data, results_root=tmp_path / "results", progress=False)
+        sync(results.directory, tmp_path / "store")
+        for level in range(keep, exp.pruning.rounds + 1):
+            (tmp_path / "store" / results.directory.name / f"level_{level:03d}.npz").unlink()
+    for module in ("lth_lib.portable.committed_store", "lth_lib.portable.portable_store"):
+        monkeypatch.setattr(module, lambda scale: tmp_path / "store")
+    drawn = params.run(full)
+    assert (
+        dataclasses.replace(drawn.experiment, data_copy="") == part
+        and drawn.levels_done == part.pruning.rounds + 1
+    )
+    assert {r.kind for r in drawn.records} == {"ticket", "reinit"}
+    assert "(+1 reinit per ticket)" in scale_caption(drawn.experiment, "smoke")
+    assert drawable(["lenet_mnist"], "smoke") == {"lenet_mnist": ["lenet300"]}
+    # once the full experiment holds as many levels, it is drawn
+    results = run(full, data_root=local_data, results_root=tmp_path / "results", progress=False)
+    sync(results.directory, tmp_path / "store")
+    assert dataclasses.replace(params.run(full).experiment, data_copy="") == full
