@@ -26,11 +26,14 @@ augmentation as the protocol trains them):
   cuDNN settings. One step trains K networks. On a GPU, "graph" rows replay the step as
   a CUDA graph, as `train` does there (`TrainStep.captured`), and "eager" rows launch its
   kernels one by one; for Conv-2, rows in TF32 and bf16 (`train.kernels`) at K = 1, 7 (one
-  trial's level) and 35, as graphs. The reference loop runs with PyTorch's defaults (cuDNN
-  may use TF32).
+  trial's level) and 35, as graphs; "streams": one trial's 7 networks as 7 one-network
+  graphs replayed at once on separate streams (float32, TF32); "channels_last": the stacks
+  of 7 and 35 with their conv weights in channels_last and cuDNN's benchmark on (TF32,
+  bf16). A variant that fails on the machine is left out and named on stderr. The
+  reference loop runs with PyTorch's defaults (cuDNN may use TF32).
 * On a CPU, for Conv-2, speed-ups to try: the reference loop with model and batches
   in channels_last memory format, lth_lib K=1 with oneDNN off (PyTorch's own conv
-  kernels), and K=1 in bf16. `train` uses none of them unless its row wins.
+  kernels), in channels_last, and in bf16. `train` uses none of them unless its row wins.
 
 `--graph-check` trains K = 35 members for 200 steps both ways from the same start and
 batches and prints how far apart the parameters end; it exits 1 if they differ by more
@@ -64,14 +67,16 @@ reference: `speedup_vs_reference=<x> roofline_fraction=<y>`.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
+import functools
 import os
 import platform
 import re
 import statistics
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -231,18 +236,29 @@ def pruned_members(name: str, k: int) -> list[Member]:
 def lth_case(name: str, k: int, data: lth_lib.Dataset, device: torch.device, variant: str = "",
              precision: str = "float32") -> Case:  # fmt: skip
     """lth_lib's step on K members in `precision` (`train.kernels`); variant "graph" (a CUDA
-    graph, as `train` runs it on a GPU), "eager", "" (the device's default: CPU), or
-    "oneDNN off" (a CPU's convolutions without oneDNN, PyTorch's own kernels)."""
+    graph, as `train` runs it on a GPU), "eager", "" (the device's default: CPU), "oneDNN
+    off" (a CPU's convolutions without oneDNN, PyTorch's own kernels), or "channels_last"
+    (the stack's conv weights and their Adam moments in channels_last, so its convolutions
+    run NHWC, with cuDNN's benchmark choosing among its deterministic algorithms; a graph on
+    a GPU)."""
     members, batch = pruned_members(name, k), batch_size(name)
     x_all, y_all = data.train_x, data.train_y
-    with kernels(precision, device):
+    nhwc = variant == "channels_last"
+    graph = variant == "graph" or (nhwc and device.type == "cuda")
+    with kernels(precision, device), _cudnn_benchmark(nhwc):
         step = TrainStep.build(name, members, paper_experiment(name).training, device, precision=precision)
-        take = step.feeder(x_all, y_all, batch, graph=variant == "graph")
+        if nhwc:
+            _channels_last(step)
+        take = step.feeder(x_all, y_all, batch, graph=graph)
     train_idx = torch.stack([validation_split(len(data.train_x), m.data_seed)[0] for m in members])
     batches = batch_indices(train_idx, [m.data_seed for m in members], batch, 0, device)
 
     def run(n: int) -> None:
-        with kernels(precision, device), torch.backends.mkldnn.flags(enabled=variant != "oneDNN off"):
+        with (
+            kernels(precision, device),
+            _cudnn_benchmark(nhwc),
+            torch.backends.mkldnn.flags(enabled=variant != "oneDNN off"),
+        ):
             for _ in range(n):
                 take(next(batches))
 
@@ -254,13 +270,72 @@ def lth_case(name: str, k: int, data: lth_lib.Dataset, device: torch.device, var
     return Case(label, run, k, 3 * forward_flops(name)[0] * batch * k)
 
 
+@contextlib.contextmanager
+def _cudnn_benchmark(on: bool) -> Iterator[None]:
+    """cuDNN's benchmark mode while `on` (`kernels` keeps it deterministic)."""
+    before = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = on or before
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = before
+
+
+def _channels_last(step: TrainStep) -> None:
+    """Lay the stack's conv weights ([K, out, in, kh, kw]) and their Adam moments out in
+    memory as [K, out, kh, kw, in], in place: the grouped convolution's weight view is then
+    channels_last, and a convolution runs in its weight's memory format."""
+    with torch.no_grad():
+        for tensors in (step.params, step.exp_avgs, step.exp_avg_sqs):
+            for t in tensors:
+                if t.dim() == 5:
+                    t.data = t.data.permute(0, 1, 3, 4, 2).contiguous().permute(0, 1, 4, 2, 3)
+
+
+def streams_case(name: str, k: int, data: lth_lib.Dataset, device: torch.device,
+                 precision: str = "float32") -> Case:  # fmt: skip
+    """K networks, each its own one-network step captured as a CUDA graph, the K graphs
+    replayed at once on K side streams: separate graphs side by side against one grouped
+    stack (CUDA only)."""
+    batch, main = batch_size(name), torch.cuda.current_stream(device)
+    streams = [torch.cuda.Stream(device) for _ in range(k)]
+    takes, feeds = [], []
+    with kernels(precision, device):
+        for member in pruned_members(name, k):
+            step = TrainStep.build(
+                name, [member], paper_experiment(name).training, device, precision=precision
+            )
+            takes.append(step.feeder(data.train_x, data.train_y, batch, graph=True))
+            train_idx = validation_split(len(data.train_x), member.data_seed)[0][None]
+            feeds.append(batch_indices(train_idx, [member.data_seed], batch, 0, device))
+
+    def run(n: int) -> None:
+        with kernels(precision, device):
+            for _ in range(n):
+                for take, feed, stream in zip(takes, feeds, streams):
+                    idx = next(feed)  # made on the main stream
+                    stream.wait_stream(main)
+                    with torch.cuda.stream(stream):
+                        idx.record_stream(stream)
+                        take(idx)
+                for stream in streams:
+                    main.wait_stream(stream)
+
+    label = f"lth_lib K={k} streams" + (f" {precision}" if precision != "float32" else "")
+    return Case(label, run, k, 3 * forward_flops(name)[0] * batch * k)
+
+
 def lth_cases(name: str, data: lth_lib.Dataset, device: torch.device) -> list[Case]:
-    """lth_lib's rows: on a CPU K = 1, 5, 15, and for Conv-2 K=1 without oneDNN and K=1 in
-    bf16; on a GPU also 35, each as a graph and eager, and for Conv-2 K = 1, one trial's
-    level (7) and 35 as graphs in TF32 and bf16 (`protocol.PRECISIONS`)."""
+    """lth_lib's rows: on a CPU K = 1, 5, 15, and for Conv-2 K=1 without oneDNN, in
+    channels_last and in bf16; on a GPU also 35, each as a graph and eager, and for Conv-2
+    K = 1, one trial's level (7) and 35 as graphs in TF32 and bf16 (`protocol.PRECISIONS`),
+    one trial's level as 7 graphs on separate streams (float32 and TF32), and the stacks of
+    7 and 35 in channels_last with cuDNN's benchmark (TF32 and bf16)."""
     if device.type != "cuda":
         conv = architecture(name).convolutional and name not in SECTION_4
-        tries = [(1, "oneDNN off", "float32"), (1, "", "bf16")] if conv else []
+        tries = (
+            [(1, "oneDNN off", "float32"), (1, "channels_last", "float32"), (1, "", "bf16")] if conv else []
+        )
         ensembles = DEEP_CPU_ENSEMBLES if name in SECTION_4 else ENSEMBLES
         return [
             lth_case(name, k, data, device, variant, precision)
@@ -269,12 +344,17 @@ def lth_cases(name: str, data: lth_lib.Dataset, device: torch.device) -> list[Ca
     variants = [(k, v, "float32") for k in (*ENSEMBLES, PAPER_LEVEL) for v in ("graph", "eager")]
     if architecture(name).convolutional and name not in SECTION_4:
         variants += [(k, "graph", p) for k in (1, TRIAL_LEVEL, PAPER_LEVEL) for p in ("tf32", "bf16")]
+        variants += [(TRIAL_LEVEL, "streams", p) for p in ("float32", "tf32")]
+        variants += [(k, "channels_last", p) for k in (TRIAL_LEVEL, PAPER_LEVEL) for p in ("tf32", "bf16")]
     cases = []
     for k, variant, precision in variants:
         try:
-            cases.append(lth_case(name, k, data, device, variant, precision))
-        except RuntimeError as error:  # a failed capture costs its row, not the table
-            print(f"[{name} K={k} {variant}: {error}]", file=sys.stderr)
+            build = streams_case if variant == "streams" else functools.partial(lth_case, variant=variant)
+            case = build(name, k, data, device, precision=precision)
+            case.run(1)  # a variant that fails, fails here
+            cases.append(case)
+        except Exception as error:  # noqa: BLE001 -- a failed capture or variant costs its row, not the table
+            print(f"[{name} K={k} {variant} {precision}: {type(error).__name__}: {error}]", file=sys.stderr)
     return cases
 
 

@@ -156,7 +156,7 @@ class Network(nn.Module):
             x = x.transpose(0, 1).reshape(batch, members * channels, *spatial)
             for layer in layers[: len(layers) - len(dense)]:
                 x = F.relu(layer(x)) if isinstance(layer, StackedConv) else layer(x)
-            x = x.view(batch, members, -1).transpose(0, 1)
+            x = x.reshape(batch, members, -1).transpose(0, 1)  # (a copy only where not contiguous)
         for index, layer in enumerate(dense[:-1]):
             x = F.relu(layer(x))
             if dropout is not None:

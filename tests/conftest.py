@@ -1,14 +1,20 @@
-"""Shared fixtures: the real MNIST when it is there, and a small synthetic data set."""
+"""Shared fixtures: the real MNIST when it is there, a small synthetic data set, and nbval
+runs of the notebooks (the float-rounding rerun starts beside the rest of the suite)."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
+from typing import IO
 
 import pytest
 import torch
 
 from lth_lib.data import DATA_ENV, Dataset, load_dataset
 from lth_lib.paths import env_path
+from lth_lib.regenerate import NOTEBOOK_DIR, main_job
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -48,3 +54,77 @@ def synthetic_dataset() -> Dataset:
 def synthetic() -> Dataset:
     """`synthetic_dataset()`, built once per session."""
     return synthetic_dataset()
+
+
+def nbval_started(
+    paths: list[Path], results: Path, ignore: tuple[str, ...] = (), log: IO | None = None, nice: int = 0,
+    **env: str,
+) -> subprocess.Popen:  # fmt: skip
+    """nbval over `paths` (notebooks, or one folder of them less the notebooks `ignore`
+    names) at smoke scale, started in their folder; its output piped, or into `log` (an
+    open file); at niceness `nice`."""
+    folder = paths[0] if paths[0].is_dir() else paths[0].parent
+    env = {**os.environ, "LTH_SCALE": "smoke", "LTH_RESULTS": str(results), **env}
+    command = [
+        *(["nice", "-n", str(nice)] if nice else []),
+        sys.executable,
+        "-m",
+        "pytest",
+        *map(str, paths),
+        "--nbval-lax",
+        "--nbval-current-env",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        "--nbval-sanitize-with",
+        str(NOTEBOOK_DIR / "nbval-sanitize.cfg"),
+        "--rootdir",
+        str(folder),
+        *(f"--ignore={folder / name}.ipynb" for name in ignore),
+    ]
+    output = subprocess.PIPE if log is None else log
+    return subprocess.Popen(command, env=env, stdout=output, stderr=subprocess.STDOUT if log else subprocess.PIPE,
+                            text=True, cwd=folder)  # fmt: skip
+
+
+# Another machine's float rounding, in a kernel: oneDNN off and another thread count.
+OTHER_MACHINE = """
+import torch
+torch.backends.mkldnn.enabled = False
+torch.set_num_threads(1 if torch.get_num_threads() > 1 else 2)
+"""
+RERUN_TEST = "test_checked_outputs_hold_when_float_rounding_changes"
+
+
+@pytest.fixture(scope="session")
+def float_rounding_rerun(tmp_path_factory):
+    """The main job's notebooks under nbval as another machine rounds floats (`OTHER_MACHINE`;
+    `deeper`'s checked cell prints schedules and captions only, and its smoke run costs CI
+    most of a minute more at one thread), in two processes at one thread each sharing one
+    results store (folder/other), as two machines could: (folder, [(notebooks, process,
+    log)]). They run niced, beside the rest of the suite, which leaves most of a core idle."""
+    folder = tmp_path_factory.mktemp("float-rounding")
+    startup = folder / "ipython" / "profile_default" / "startup"
+    startup.mkdir(parents=True)
+    (startup / "00-other-machine.py").write_text(OTHER_MACHINE)
+    started = []
+    for i, half in enumerate([main_job()[0::2], main_job()[1::2]]):
+        log = folder / f"nbval-{i}.log"
+        with log.open("w") as out:
+            process = nbval_started([NOTEBOOK_DIR / f"{n}.ipynb" for n in half], folder / "other", log=out,
+                                    nice=10, IPYTHONDIR=str(folder / "ipython"))  # fmt: skip
+        started.append((half, process, log))
+    yield folder, started
+    for _, process, _ in started:
+        process.kill()
+        process.wait()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _float_rounding_rerun_starts_first(request):
+    """Start `float_rounding_rerun` before the first test where its test is to run, and the
+    local data sets and nbval are there for it."""
+    wanted = any(item.originalname == RERUN_TEST for item in request.session.items)
+    if wanted and (data_root() / "CIFAR-10-images").is_dir() and (data_root() / "MNIST").is_dir():
+        pytest.importorskip("nbval")
+        request.getfixturevalue("float_rounding_rerun")

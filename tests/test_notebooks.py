@@ -11,6 +11,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from conftest import nbval_started
 
 from lth_lib.lottery import run
 from lth_lib.notebook import NOTEBOOKS, SAVED_AS, NotebookParameters, notebook_parameters, parameter_names
@@ -275,70 +276,30 @@ def _nbval(
 ) -> subprocess.CompletedProcess:
     """nbval over `path` (a notebook or a folder of them, less the notebooks `ignore`
     names) at smoke scale, in `path`'s folder."""
-    process = _nbval_started([path], results, ignore, **env)
+    process = nbval_started([path], results, ignore, **env)
     stdout, stderr = process.communicate()
     return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
 
 
-def _nbval_started(
-    paths: list[Path], results: Path, ignore: tuple[str, ...] = (), **env: str
-) -> subprocess.Popen:
-    """nbval over `paths` (notebooks, or one folder of them less the notebooks `ignore`
-    names) at smoke scale, started in their folder."""
-    folder = paths[0] if paths[0].is_dir() else paths[0].parent
-    env = {**os.environ, "LTH_SCALE": "smoke", "LTH_RESULTS": str(results), **env}
-    command = [
-        sys.executable,
-        "-m",
-        "pytest",
-        *map(str, paths),
-        "--nbval-lax",
-        "--nbval-current-env",
-        "-q",
-        "-p",
-        "no:cacheprovider",
-        "--nbval-sanitize-with",
-        str(NOTEBOOK_DIR / "nbval-sanitize.cfg"),
-        "--rootdir",
-        str(folder),
-        *(f"--ignore={folder / name}.ipynb" for name in ignore),
-    ]
-    return subprocess.Popen(
-        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=folder
-    )
-
-
-OTHER_MACHINE = """
-import torch
-torch.backends.mkldnn.enabled = False
-torch.set_num_threads(1 if torch.get_num_threads() > 1 else 2)
-"""
-
-
-def test_checked_outputs_hold_when_float_rounding_changes(tmp_path, local_data):
+def test_checked_outputs_hold_when_float_rounding_changes(local_data, float_rounding_rerun, tmp_path):
     pytest.importorskip("nbval")
-    startup = tmp_path / "ipython" / "profile_default" / "startup"
-    startup.mkdir(parents=True)
-    (startup / "00-other-machine.py").write_text(OTHER_MACHINE)
-    # the main job's notebooks (`deeper`'s checked cell prints schedules and captions only,
-    # and its smoke run costs CI most of a minute more at one thread), in two processes at
-    # one thread each, sharing one results store, as two machines could
-    halves = [main_job()[0::2], main_job()[1::2]]
-    started = [_nbval_started([NOTEBOOK_DIR / f"{n}.ipynb" for n in half], tmp_path / "other",
-                              IPYTHONDIR=str(tmp_path / "ipython")) for half in halves]  # fmt: skip
-    for half, process in zip(halves, started):
-        stdout, _ = process.communicate()
-        assert process.returncode == 0, stdout[-3000:]
+    # the main job's notebooks as another machine rounds floats, started beside the rest of
+    # the suite (`conftest.float_rounding_rerun`)
+    folder, started = float_rounding_rerun
+    for half, process, log in started:
+        process.wait()
+        said = log.read_text()
+        assert process.returncode == 0, said[-3000:]
         cells = sum(
             c.cell_type == "code" for n in half for c in nbformat.read(NOTEBOOK_DIR / f"{n}.ipynb", 4).cells
         )
-        assert f"{cells} passed" in stdout  # every cell of every notebook ran
+        assert f"{cells} passed" in said  # every cell of every notebook ran
     # the emulation did change the numbers: Conv-2's stored metrics differ from this machine's
     [conv2] = [
         e for e in drawn_experiments(NotebookParameters("conv_cifar10", "smoke")) if e.network == "conv2"
     ]
     this = run(conv2, data_root=local_data, results_root=tmp_path / "this", progress=False).directory
-    other = tmp_path / "other" / this.name / "records.csv"
+    other = folder / "other" / this.name / "records.csv"
     assert (this / "records.csv").read_bytes() != other.read_bytes(), (
         "oneDNN off and another thread count left Conv-2's metrics unchanged"
     )
