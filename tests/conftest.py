@@ -3,14 +3,11 @@ runs of the notebooks (the float-rounding rerun starts beside the rest of the su
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
-from typing import IO
 
 import pytest
 import torch
+from notebook_runs import OTHER_MACHINE, nbval_started
 
 from lth_lib.data import DATA_ENV, Dataset, load_dataset
 from lth_lib.paths import env_path
@@ -56,43 +53,6 @@ def synthetic() -> Dataset:
     return synthetic_dataset()
 
 
-def nbval_started(
-    paths: list[Path], results: Path, ignore: tuple[str, ...] = (), log: IO | None = None, nice: int = 0,
-    **env: str,
-) -> subprocess.Popen:  # fmt: skip
-    """nbval over `paths` (notebooks, or one folder of them less the notebooks `ignore`
-    names) at smoke scale, started in their folder; its output piped, or into `log` (an
-    open file); at niceness `nice`."""
-    folder = paths[0] if paths[0].is_dir() else paths[0].parent
-    env = {**os.environ, "LTH_SCALE": "smoke", "LTH_RESULTS": str(results), **env}
-    command = [
-        *(["nice", "-n", str(nice)] if nice else []),
-        sys.executable,
-        "-m",
-        "pytest",
-        *map(str, paths),
-        "--nbval-lax",
-        "--nbval-current-env",
-        "-q",
-        "-p",
-        "no:cacheprovider",
-        "--nbval-sanitize-with",
-        str(NOTEBOOK_DIR / "nbval-sanitize.cfg"),
-        "--rootdir",
-        str(folder),
-        *(f"--ignore={folder / name}.ipynb" for name in ignore),
-    ]
-    output = subprocess.PIPE if log is None else log
-    return subprocess.Popen(command, env=env, stdout=output, stderr=subprocess.STDOUT if log else subprocess.PIPE,
-                            text=True, cwd=folder)  # fmt: skip
-
-
-# Another machine's float rounding, in a kernel: oneDNN off and another thread count.
-OTHER_MACHINE = """
-import torch
-torch.backends.mkldnn.enabled = False
-torch.set_num_threads(1 if torch.get_num_threads() > 1 else 2)
-"""
 RERUN_TEST = "test_checked_outputs_hold_when_float_rounding_changes"
 
 
@@ -124,7 +84,8 @@ def float_rounding_rerun(tmp_path_factory):
 def _float_rounding_rerun_starts_first(request):
     """Start `float_rounding_rerun` before the first test where its test is to run, and the
     local data sets and nbval are there for it."""
-    wanted = any(item.originalname == RERUN_TEST for item in request.session.items)
-    if wanted and (data_root() / "CIFAR-10-images").is_dir() and (data_root() / "MNIST").is_dir():
+    wanted = any(item.name == RERUN_TEST for item in request.session.items)
+    local = (data_root() / "CIFAR-10-images").is_dir() and (data_root() / "MNIST").is_dir()
+    if wanted and local:
         pytest.importorskip("nbval")
         request.getfixturevalue("float_rounding_rerun")

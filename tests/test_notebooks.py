@@ -11,7 +11,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from conftest import nbval_started
+from notebook_runs import nbval_started
 
 from lth_lib.lottery import run
 from lth_lib.notebook import NOTEBOOKS, SAVED_AS, NotebookParameters, notebook_parameters, parameter_names

@@ -17,6 +17,7 @@ def test_widgets_only_in_a_jupyter_servers_kernel_with_ipywidgets(monkeypatch):
 
 def test_one_text_bar_per_experiment_on_stdout_naming_the_level(synthetic, capsys, monkeypatch):
     monkeypatch.delenv("JPY_SESSION_NAME", raising=False)
+    monkeypatch.setenv("COLUMNS", "160")  # wide enough for the whole bar, on any terminal or none
     exp = paper_experiment(
         "lenet300", iterations=20, eval_every=10, eval_examples=100, rounds=2, controls=("reinit",)
     )

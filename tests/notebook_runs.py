@@ -1,0 +1,51 @@
+"""nbval runs of the notebooks in a process of their own (tests/test_notebooks.py, and the
+float-rounding rerun that tests/conftest.py starts beside the suite)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import IO
+
+from lth_lib.regenerate import NOTEBOOK_DIR
+
+
+def nbval_started(
+    paths: list[Path], results: Path, ignore: tuple[str, ...] = (), log: IO | None = None, nice: int = 0,
+    **env: str,
+) -> subprocess.Popen:  # fmt: skip
+    """nbval over `paths` (notebooks, or one folder of them less the notebooks `ignore`
+    names) at smoke scale, started in their folder; its output piped, or into `log` (an
+    open file); at niceness `nice`."""
+    folder = paths[0] if paths[0].is_dir() else paths[0].parent
+    env = {**os.environ, "LTH_SCALE": "smoke", "LTH_RESULTS": str(results), **env}
+    command = [
+        *(["nice", "-n", str(nice)] if nice else []),
+        sys.executable,
+        "-m",
+        "pytest",
+        *map(str, paths),
+        "--nbval-lax",
+        "--nbval-current-env",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        "--nbval-sanitize-with",
+        str(NOTEBOOK_DIR / "nbval-sanitize.cfg"),
+        "--rootdir",
+        str(folder),
+        *(f"--ignore={folder / name}.ipynb" for name in ignore),
+    ]
+    output = subprocess.PIPE if log is None else log
+    return subprocess.Popen(command, env=env, stdout=output, stderr=subprocess.STDOUT if log else subprocess.PIPE,
+                            text=True, cwd=folder)  # fmt: skip
+
+
+# Another machine's float rounding, in a kernel: oneDNN off and another thread count.
+OTHER_MACHINE = """
+import torch
+torch.backends.mkldnn.enabled = False
+torch.set_num_threads(1 if torch.get_num_threads() > 1 else 2)
+"""
