@@ -297,7 +297,7 @@ def first_pass(exp: Experiment) -> Experiment | None:
     itself, or `exp` is not iterative with random reinitialisation. Its own experiment
     (its own lineage of masks, so the figure never mixes two runs), trained first at paper
     scale (`advance.queue`); the full experiment trains its tickets again later, the cost of
-    drawing Figure 5 from a third of the work."""
+    drawing Figure 5 from 2 networks per trial and level rather than 7."""
     if exp.pruning.strategy != "iterative" or "reinit" not in exp.controls:
         return None
     part = dataclasses.replace(exp, controls=("reinit",), control_trials=1)
