@@ -146,23 +146,29 @@ def test_the_estimate_counts_evaluation_and_what_each_trial_group_has_stored(tmp
     assert conv2["done"] == 1 and conv2["seconds"] == pytest.approx((19 + 4 * 20) * 20_000 * per_iteration)
 
 
-def test_the_estimate_at_stored_gpu_times_counts_the_networks_left(monkeypatch):
+def test_the_estimate_at_stored_gpu_times_counts_the_networks_left(tmp_path, monkeypatch):
     from lth_lib.advance import stored_gpu_times, work_left_text
     from lth_lib.portable import portable_store
 
     monkeypatch.setattr("lth_lib.advance.seconds_per_step", lambda network, members, device: 0.001)
     monkeypatch.setattr("lth_lib.advance.seconds_per_evaluation", lambda exp, members, device: 1.0)
-    committed = portable_store("paper")
-    times = stored_gpu_times("paper", committed)
-    # Conv-2's dense level 0, its only stored level: 5 networks at once in 438.7 s on an H100
-    assert times["conv2"] == (pytest.approx(438.7 / 5), "NVIDIA H100 80GB HBM3, float32, 5 at once")
-    assert set(times) == {"lenet300", "conv2"}  # no other network has a level trained on a GPU
-    rows = {describe(row["experiment"]): row for row in work_left("paper", committed, "cpu")}
+    # a store holding the committed Conv-2 dense level alone: 5 networks at once in 438.7 s on an H100
+    committed = next(portable_store("paper").glob("conv2-iterative-*"))
+    store = tmp_path / "store" / committed.name
+    store.mkdir(parents=True)
+    for name in ("experiment.json", "level_000.npz"):
+        (store / name).write_bytes((committed / name).read_bytes())
+    sums = json.loads((committed / "checksums.json").read_text())
+    (store / "checksums.json").write_text(json.dumps({"level_000.npz": sums["level_000.npz"]}))
+    assert stored_gpu_times("paper", store.parent) == {
+        "conv2": (pytest.approx(438.7 / 5), "NVIDIA H100 80GB HBM3, float32, 5 at once")
+    }
+    rows = {describe(row["experiment"]): row for row in work_left("paper", store.parent, "cpu")}
     # the first pass: 5 dense networks, then 20 levels of 5 tickets and 5 reinitialisations
     assert rows["conv2 iterative +1 reinit"]["gpu_seconds"] == pytest.approx((5 + 20 * 10) * 438.7 / 5)
     # the full experiment has its level 0: 20 levels of 35 networks
     assert rows["conv2 iterative"]["gpu_seconds"] == pytest.approx(20 * 35 * 438.7 / 5)
-    assert rows["lenet300 iterative"]["gpu_seconds"] == 0 and rows["conv4 iterative"]["gpu_seconds"] is None
+    assert rows["lenet300 iterative"]["gpu_seconds"] is None  # no LeNet level trained on a GPU here
     text = work_left_text(list(rows.values()), "cpu")
     assert "on a GPU, at stored times" in text and "NVIDIA H100 80GB HBM3, float32, 5 at once" in text
 
