@@ -79,7 +79,7 @@ class Options:
     cpus_per_job: int | None = None  # torch threads (SLURM: cores) per job (None: see `threads`)
     time_min: int = 24 * 60  # each job's time limit; a job past it is requeued and resumes
     split_trials: bool = False  # one trial per unit, so that one experiment's trials spread over jobs
-    warning_s: int = 90  # SLURM's warning signal this long before time_min: submitit requeues the job
+    warning_s: int = 90  # SLURM signals this long (to 30 s more) before time_min: submitit requeues the job
 
     def __post_init__(self) -> None:
         if self.executor not in EXECUTORS:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from notebook_runs import OTHER_MACHINE, nbval_started
+from notebook_runs import NICED_KERNEL, OTHER_MACHINE, nbval_started
 
 from lth_lib.data import DATA_ENV, Dataset, load_dataset
 from lth_lib.paths import env_path
@@ -62,11 +62,13 @@ def float_rounding_rerun(tmp_path_factory):
     `deeper`'s checked cell prints schedules and captions only, and its smoke run costs CI
     most of a minute more at one thread), in two processes at one thread each sharing one
     results store (folder/other), as two machines could: (folder, [(notebooks, process,
-    log)]). They run niced, beside the rest of the suite, which leaves most of a core idle."""
+    log)]). They run niced (`NICED_KERNEL`: their kernels too) beside the rest of the suite,
+    which leaves most of a core idle."""
     folder = tmp_path_factory.mktemp("float-rounding")
     startup = folder / "ipython" / "profile_default" / "startup"
     startup.mkdir(parents=True)
     (startup / "00-other-machine.py").write_text(OTHER_MACHINE)
+    (startup / "01-niced-kernel.py").write_text(NICED_KERNEL)
     started = []
     for i, half in enumerate([main_job()[0::2], main_job()[1::2]]):
         log = folder / f"nbval-{i}.log"
