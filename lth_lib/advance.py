@@ -29,7 +29,7 @@ import statistics
 import sys
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
@@ -201,18 +201,25 @@ def work_left(scale: str, store: Path | None, device: str) -> list[dict]:
     return rows
 
 
+def stored_trained(scale: str, store: Path) -> Iterator[tuple[Experiment, int, dict]]:
+    """Each stored level of `scale`'s queue with how it trained: (experiment, level, its
+    `trained` record, as `portable.training_times` reads it)."""
+    for exp in queue(scale):
+        for folder in stored_folders(exp, store).values():
+            for level, trained in training_times(folder):
+                yield exp, level, trained
+
+
 def stored_gpu_times(scale: str, store: Path) -> dict[str, tuple[float, str]]:
     """Per network of `scale`'s queue, the median seconds one network took to train a level
     (evaluation included) on a GPU, as the store's levels record it (`training_times`: a
     job's time over its networks), and how the last of them trained, e.g.
     {"conv2": (87.7, "NVIDIA H100 80GB HBM3, float32, 5 at once")}."""
     found: dict[str, list[tuple[float, str]]] = {}
-    for exp in queue(scale):
-        for folder in stored_folders(exp, store).values():
-            for _, trained in training_times(folder):
-                if not trained["device"].startswith("CPU"):
-                    how = f"{trained['device']}, {precision_of(trained)}, {trained['at_once']} at once"
-                    found.setdefault(exp.network, []).append((trained["seconds"] / trained["networks"], how))
+    for exp, _, trained in stored_trained(scale, store):
+        if not trained["device"].startswith("CPU"):
+            how = f"{trained['device']}, {precision_of(trained)}, {trained['at_once']} at once"
+            found.setdefault(exp.network, []).append((trained["seconds"] / trained["networks"], how))
     return {
         network: (statistics.median(s for s, _ in times), times[-1][1]) for network, times in found.items()
     }
@@ -243,18 +250,14 @@ def training_times_text(scale: str, store: Path) -> str:
     """How long each stored level of `scale`'s experiments trained, and where: the time
     per level, as the store records it (levels trained together share one time)."""
     lines = [f"{'experiment':<44}{'level':>6}{'networks':>10}{'seconds':>9}  device"]
-    for exp in queue(scale):
-        for folder in stored_folders(exp, store).values():
-            for level, trained in training_times(folder):
-                others = trained["levels_in_job"] - 1
-                together = (
-                    f" (trained with {others} other level{'s' if others > 1 else ''})" if others else ""
-                )
-                lines.append(
-                    f"{describe(exp):<44}{level:>6}{trained['networks']:>10}"
-                    f"{trained['seconds']:>9.1f}  {trained['device']}, {trained['at_once']} at once, "
-                    f"torch {trained['torch']}{together}"
-                )
+    for exp, level, trained in stored_trained(scale, store):
+        others = trained["levels_in_job"] - 1
+        together = f" (trained with {others} other level{'s' if others > 1 else ''})" if others else ""
+        lines.append(
+            f"{describe(exp):<44}{level:>6}{trained['networks']:>10}"
+            f"{trained['seconds']:>9.1f}  {trained['device']}, {trained['at_once']} at once, "
+            f"torch {trained['torch']}{together}"
+        )
     return "\n".join(lines) if len(lines) > 1 else "no stored level records its training time"
 
 
