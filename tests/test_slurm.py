@@ -199,15 +199,15 @@ def test_a_job_past_its_time_limit_or_preempted_is_requeued_and_resumes(in_clust
 
     # SLURM sends the warning signal at its first time-limit check (every 30 s) that finds the
     # end nearer than the warning plus 30 s (measured here: 4 s after the start, with a 1-minute
-    # limit 40 s early): a 2-minute limit 50 s early signals 40 to 70 s after the start, after
-    # the first pruned level is stored (about 18 s, starting included) and well before this
-    # job's end (40 levels of about 2.5 s on one core)
-    exp = paper_experiment("lenet300", iterations=1500, eval_every=750, eval_examples=300, rounds=39, trials=1,
+    # limit 40 s early): a 2-minute limit 60 s early signals 30 to 60 s after the start, after
+    # the first pruned level is stored (about 13 s, starting included) and well before this
+    # job's end (40 levels of about 2.9 s on one core)
+    exp = paper_experiment("lenet300", iterations=1800, eval_every=900, eval_examples=300, rounds=39, trials=1,
                            controls=())  # fmt: skip
     unit, data = Unit(exp, (0,), 16), str(local_data)
     [reference] = submit([unit], Options("slurm", jobs=1, folder=tmp_path / "ref-jobs", time_min=10), data,
                          str(tmp_path / "reference"))  # fmt: skip
-    [job] = submit([unit], Options("slurm", jobs=1, folder=tmp_path / "jobs", time_min=2, warning_s=50), data,
+    [job] = submit([unit], Options("slurm", jobs=1, folder=tmp_path / "jobs", time_min=2, warning_s=60), data,
                    str(tmp_path / "store"))  # fmt: skip
 
     def restarts() -> int:
