@@ -18,7 +18,8 @@ def nbval_started(
 ) -> subprocess.Popen:  # fmt: skip
     """nbval over `paths` (notebooks, or one folder of them less the notebooks `ignore`
     names) at smoke scale, started in their folder; its output piped, or into `log` (an
-    open file); at niceness `nice`."""
+    open file); at niceness `nice` (its kernels too, only where an IPython startup file
+    `NICED_KERNEL` in its IPYTHONDIR renices their sessions)."""
     folder = paths[0] if paths[0].is_dir() else paths[0].parent
     env = {**os.environ, "LTH_SCALE": "smoke", "LTH_RESULTS": str(results), **env}
     command = [
